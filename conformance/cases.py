@@ -1,0 +1,204 @@
+"""One attention call of the implementation under test, and what it should return.
+
+A Case ties a drawn Problem to the implementation, a dtype and a device: it
+knows which spec function the problem exercises, how to call it, and how to
+compute the float64 reference and plain same-dtype baseline for its outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import torch
+from hypothesis import reject
+
+from conformance import oracle
+from conformance.adapter import Attention, Implementation
+from conformance.assertions import check_shape
+from conformance.capabilities import DTYPES
+from conformance.strategies import Inputs, Problem
+from conformance.tolerance import Expected, OutOfRange, dot_scale, expected, scales
+
+FUNCTION_OF = {
+    "self": "self_attention",
+    "cross": "cross_attention",
+    "multihead": "multihead_attention",
+    "concat": "multihead_attention_concat",
+}
+
+
+def fit_batch(problem, implementation: Implementation):
+    """Drop the batch dimensions of a drawn problem when the implementation does not claim batching."""
+    return problem.unbatched() if problem.batch and not implementation.claims("batching") else problem
+
+
+@dataclass(frozen=True)
+class Outputs:
+    context: Expected
+    weights: Expected
+
+
+@dataclass
+class Case:
+    implementation: Implementation
+    problem: Problem
+    dtype: str
+    device: str = "cpu"
+    causal: bool = False
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.problem = fit_batch(self.problem, self.implementation)
+
+    @property
+    def function(self) -> str:
+        return FUNCTION_OF[self.problem.kind]
+
+    @staticmethod
+    def function_of(kind: str) -> str:
+        return FUNCTION_OF[kind]
+
+    @cached_property
+    def inputs(self) -> Inputs:
+        return self.problem.tensors(DTYPES[self.dtype], self.device)
+
+    def with_inputs(self, inputs: Inputs) -> Case:
+        """The same call on other inputs (a permuted or perturbed copy)."""
+        other = replace(self, _memo={})
+        other.__dict__["inputs"] = inputs
+        return other
+
+    def arguments(self) -> list:
+        i = self.inputs
+        if self.problem.kind == "cross":
+            return [i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v]
+        if self.problem.kind == "concat" and i.w_o is not None:
+            return [i.x_q, i.w_q, i.w_k, i.w_v, i.w_o]
+        return [i.x_q, i.w_q, i.w_k, i.w_v]
+
+    def run(self) -> Attention:
+        """Call the implementation (once per case; later calls return the same result)."""
+        if "run" not in self._memo:
+            self._memo["run"] = self.implementation.attention(self.function, *self.arguments(), causal=self.causal)
+        return self._memo["run"]
+
+    def run_checked(self) -> Attention:
+        """run(), failing the test at once if the outputs do not have the spec's shapes."""
+        out = self.run()
+        context_shape, weights_shape = shapes(self.problem)
+        check_shape(f"{self.function} context", out.context, context_shape)
+        if out.weights is not None:
+            check_shape(f"{self.function} weights", out.weights, weights_shape)
+        return out
+
+    def _oracle(self, i: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        context, weights = oracle.cross_attention(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal)
+        if self.problem.kind == "concat":
+            context = oracle.concat_heads(context, i.w_o)
+        return context, weights
+
+    def expected(self) -> Outputs:
+        """float64 reference and plain same-dtype baseline of both outputs."""
+        if "expected" not in self._memo:
+            i = self.inputs
+            exact = Inputs(*oracle.upcast(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, i.w_o))
+            plain = i.to(device="cpu")
+            ref_context, ref_weights = self._oracle(exact)
+            base_context, base_weights = self._oracle(plain)
+            s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v)
+            context_scale = s.context
+            if self.problem.kind == "concat" and exact.w_o is not None:
+                context_scale *= exact.w_o.abs().sum(dim=-1).max().item()
+            self._memo["expected"] = Outputs(
+                context=_expect("context", ref_context, base_context, self.dtype, context_scale),
+                weights=_expect("weights", ref_weights, base_weights, self.dtype, s.weights),
+            )
+        return self._memo["expected"]
+
+
+def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t.detach().cpu() for t in tensors]
+
+
+def _expect(name: str, exact: torch.Tensor, plain: torch.Tensor, dtype: str, scale: float) -> Expected:
+    try:
+        return expected(name, exact, plain, dtype, scale)
+    except OutOfRange:
+        reject()  # the dtype cannot compute this input at all: not a fair example
+
+
+def expect_projection(x: torch.Tensor, weight: torch.Tensor, dtype: str) -> Expected:
+    x64, w64 = oracle.upcast(x, weight)
+    x_, w_ = _plain(x, weight)
+    return _expect("projection", oracle.project(x64, w64), oracle.project(x_, w_), dtype, dot_scale(x64, w64))
+
+
+def expect_scores(queries: torch.Tensor, keys: torch.Tensor, dtype: str) -> Expected:
+    q64, k64 = oracle.upcast(queries, keys)
+    q_, k_ = _plain(queries, keys)
+    return _expect("scores", oracle.scores(q64, k64), oracle.scores(q_, k_), dtype, dot_scale(q64, k64))
+
+
+def expect_weights(
+    scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False, mask: torch.Tensor | None = None
+) -> Expected:
+    (s64,) = oracle.upcast(scores)
+    s_, m_ = _plain(scores, mask)
+    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) / math.sqrt(d_k)
+    return _expect(
+        "weights", oracle.weights(s64, d_k, causal, m_), oracle.weights(s_, d_k, causal, m_), dtype, scale
+    )
+
+
+def claimed_kinds(implementation: Implementation) -> list[str]:
+    """Problem kinds whose attention function the implementation provides."""
+    return [kind for kind, function in FUNCTION_OF.items() if implementation.has(function)]
+
+
+def shapes(problem: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes the spec requires of (context, weights) for a problem."""
+    p = problem
+    if p.kind == "multihead":
+        return (*p.batch, p.heads, p.n_q, p.d_v), (*p.batch, p.heads, p.n_q, p.n_kv)
+    if p.kind == "concat":
+        width = p.d_o if p.d_o is not None else p.heads * p.d_v
+        return (*p.batch, p.n_q, width), (*p.batch, p.heads, p.n_q, p.n_kv)
+    return (*p.batch, p.n_q, p.d_v), (*p.batch, p.n_q, p.n_kv)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call made by exercise(): which function, what it returned, what else it did."""
+
+    function: str
+    outputs: tuple[torch.Tensor | None, ...]
+    record: object
+
+
+def exercise(implementation: Implementation, problem: Problem, dtype: str, device: str) -> list[Call]:
+    """Call every claimed computing function once on inputs derived from one self-attention problem.
+
+    Used by the interface clauses (dtype, device, purity, determinism, quiet),
+    which hold for every function alike.
+    """
+    problem = fit_batch(problem, implementation)
+    calls: list[Call] = []
+    dims = {"self": problem, "cross": replace(problem, kind="cross"), "multihead": replace(problem, kind="multihead"),
+            "concat": replace(problem, kind="concat")}
+    for kind in claimed_kinds(implementation):
+        case = Case(implementation, dims[kind], dtype, device)
+        out = case.run()
+        calls.append(Call(case.function, tuple(out), implementation.last_call))
+    i = problem.tensors(DTYPES[dtype], device)
+    queries, keys = i.x_q @ i.w_q.transpose(-2, -1), i.x_kv @ i.w_k.transpose(-2, -1)
+    steps = {
+        "project": (i.x_q, i.w_q),
+        "attention_scores": (queries, keys),
+        "attention_weights": (queries @ keys.transpose(-2, -1), problem.d_k),
+    }
+    for function, args in steps.items():
+        if implementation.has(function):
+            calls.append(Call(function, (implementation.tensor(function, *args),), implementation.last_call))
+    return calls

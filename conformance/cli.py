@@ -1,0 +1,55 @@
+"""`python -m conformance` / `attention-conformance`: run the suite on one implementation.
+
+Everything after the known options is passed to pytest, so `-x`, `-k weights`
+or `--junitxml=out.xml` work as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import conformance.tests
+from conformance import DEFAULT_IMPL, ENV_IMPL
+from conformance.pytest_plugin import PROFILES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Check an attention implementation against the spec and the golden run.",
+        epilog="Unknown arguments are passed on to pytest (e.g. -x, -k causal, --junitxml=report.xml).",
+    )
+    parser.add_argument(
+        "--impl",
+        default=None,
+        help=f"module, module:object, file.py or package directory (default: ${ENV_IMPL} or '{DEFAULT_IMPL}')",
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hypothesis profile (default ci)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write clause verdicts as JSON")
+    parser.add_argument("--call-timeout", type=float, default=None, metavar="SECONDS", help="limit per call")
+    return parser
+
+
+def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    # a fixed rootdir keeps test ids short and independent of where --impl points
+    rootdir = Path(conformance.tests.__file__).parent
+    arguments = ["--pyargs", "conformance.tests", f"--rootdir={rootdir}", "-p", "no:cacheprovider", "-q"]
+    # this process imported the suite before pytest could mark it for assertion rewriting; it uses none
+    arguments += ["--no-header", "-o", "addopts=", "-rfE", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if args.impl:
+        arguments += ["--impl", args.impl]
+    if args.profile:
+        arguments += ["--conformance-profile", args.profile]
+    if args.json:
+        arguments += ["--conformance-json", args.json]
+    if args.call_timeout is not None:
+        arguments += ["--call-timeout", str(args.call_timeout)]
+    return arguments + extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
+    return int(pytest.main(pytest_arguments(args, extra)))

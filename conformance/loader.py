@@ -1,0 +1,113 @@
+"""Find the implementation under test from a target string.
+
+Accepted targets:
+  impl                      an importable module or package (dotted path)
+  mypkg.attention:ADAPTER   an attribute of a module: any object with the
+                            spec's functions as attributes; a class is
+                            instantiated without arguments
+  path/to/homework.py       a Python file (a student's submission)
+  path/to/package           a directory with __init__.py
+  path/to/file.py:ADAPTER   an attribute of a file
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+
+class LoadError(RuntimeError):
+    """The implementation cannot be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    module: str | None  # dotted module name, or None for a path
+    path: Path | None
+    attribute: str | None
+
+
+def parse_target(text: str) -> Target:
+    text = text.strip()
+    if not text:
+        raise LoadError("no implementation given: pass --impl MODULE or set ATTENTION_IMPL (e.g. --impl impl)")
+    base, _, attribute = text.partition(":")
+    # a Windows drive letter ("C:\\x.py") is not an attribute separator
+    if len(base) == 1 and attribute[:1] in ("\\", "/"):
+        base, attribute = text, ""
+    looks_like_path = base.endswith(".py") or "/" in base or "\\" in base or Path(base).is_dir()
+    if looks_like_path:
+        return Target(text, None, Path(base), attribute or None)
+    return Target(text, base, None, attribute or None)
+
+
+def _short_traceback(error: BaseException) -> str:
+    """The last frames of an import-time error: enough to find the line, not a wall."""
+    frames = traceback.extract_tb(error.__traceback__)[-2:]
+    where = "; ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames)
+    return f"{type(error).__name__}: {error}" + (f" (at {where})" if where else "")
+
+
+def _import_path(path: Path) -> ModuleType:
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        init = path / "__init__.py"
+        if not init.is_file():
+            raise LoadError(f"{path} is a directory without __init__.py; point --impl at a .py file or a package")
+        name, location, search = path.name, init, [str(path)]
+    elif path.is_file():
+        if path.suffix != ".py":
+            raise LoadError(f"{path} is not a .py file")
+        name, location, search = path.stem, path, None
+    else:
+        raise LoadError(f"no such file or directory: {path}")
+    if not name.isidentifier():
+        raise LoadError(f"{path}: {name!r} is not a valid Python module name; rename it (letters, digits, _)")
+    # the submission's own directory goes first so that its sibling modules import
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, location, submodule_search_locations=search)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as error:  # SystemExit from a submission is a load error too
+        sys.modules.pop(name, None)
+        raise LoadError(f"importing {path} failed: {_short_traceback(error)}") from None
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name and name.startswith(error.name):
+            raise LoadError(
+                f"no module named {name!r}: install it, run from the directory that contains it, or give a file path"
+            ) from None
+        raise LoadError(f"importing {name!r} failed: {_short_traceback(error)}") from None
+    except BaseException as error:
+        raise LoadError(f"importing {name!r} failed: {_short_traceback(error)}") from None
+
+
+def load_target(text: str) -> tuple[object, str]:
+    """Import the target and return (namespace holding the functions, display name)."""
+    target = parse_target(text)
+    module = _import_path(target.path) if target.path is not None else _import_module(target.module)
+    if target.attribute is None:
+        return module, text
+    try:
+        namespace = getattr(module, target.attribute)
+    except AttributeError:
+        raise LoadError(f"{module.__name__} has no attribute {target.attribute!r}") from None
+    if isinstance(namespace, type):
+        try:
+            namespace = namespace()
+        except Exception as error:
+            raise LoadError(f"creating {target.attribute}() failed: {_short_traceback(error)}") from None
+    return namespace, text

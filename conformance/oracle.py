@@ -1,0 +1,76 @@
+"""The suite's own executable definition of attention.
+
+Independent of impl/ (the bundled reference is checked like any other
+implementation). Computes in the dtype of its inputs: fed float64 it is the
+reference every result is measured against; fed the result's own dtype it is
+the "plain same-dtype reference" whose error sets the tolerance baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import torch
+from torch import Tensor
+
+
+def project(x: Tensor, weight: Tensor) -> Tensor:
+    return torch.einsum("...nd,...od->...no", x, weight)
+
+
+def scores(queries: Tensor, keys: Tensor) -> Tensor:
+    return torch.einsum("...id,...jd->...ij", queries, keys)
+
+
+def allowed(n_q: int, n_kv: int, causal: bool, mask: Tensor | None, device: torch.device) -> Tensor | None:
+    """True where query i may attend to key j; causal is top-left aligned (j <= i)."""
+    result = mask
+    if causal:
+        i = torch.arange(n_q, device=device).unsqueeze(-1)
+        j = torch.arange(n_kv, device=device)
+        result = (j <= i) if result is None else result & (j <= i)
+    return result
+
+
+def weights(omega: Tensor, d_k: int, causal: bool = False, mask: Tensor | None = None) -> Tensor:
+    scaled = omega / math.sqrt(d_k)
+    keep = allowed(omega.shape[-2], omega.shape[-1], causal, mask, omega.device)
+    if keep is not None:
+        scaled = scaled.masked_fill(~keep, -math.inf)
+    top = scaled.amax(dim=-1, keepdim=True).nan_to_num(neginf=0.0)
+    exp = (scaled - top).exp()
+    total = exp.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, exp / total, torch.zeros_like(exp))
+
+
+def cross_attention(
+    x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, causal: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(context, weights); weights may carry a leading head axis (h, d_out, d_in)."""
+    if w_q.dim() == 3:  # multi-head: one copy of the tokens per head
+        x_q, x_kv = x_q.unsqueeze(-3), x_kv.unsqueeze(-3)
+    q, k, v = project(x_q, w_q), project(x_kv, w_k), project(x_kv, w_v)
+    w = weights(scores(q, k), k.shape[-1], causal)
+    return torch.einsum("...ij,...jd->...id", w, v), w
+
+
+def concat_heads(per_head: Tensor, w_o: Tensor | None) -> Tensor:
+    """(..., h, n, d_v) -> (..., n, h·d_v), head-major; then W_o if given."""
+    joined = torch.cat(per_head.unbind(dim=-3), dim=-1)
+    return joined if w_o is None else project(joined, w_o)
+
+
+def upcast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Exact float64 copies on the CPU (None stays None)."""
+    return tuple(None if t is None else t.detach().to("cpu", torch.float64) for t in tensors)
+
+
+def words(sentence: str) -> list[str]:
+    """The words of a sentence without ASCII punctuation (TOK-VOCAB)."""
+    return "".join(ch for ch in sentence if ch not in string.punctuation).split()
+
+
+def vocabulary(sentence: str) -> dict[str, int]:
+    """TOK-VOCAB: distinct words sorted by code point, numbered in order."""
+    return {word: index for index, word in enumerate(sorted(set(words(sentence))))}

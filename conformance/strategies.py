@@ -1,0 +1,220 @@
+"""All hypothesis strategies of the suite.
+
+A drawn Problem holds sizes and a seed, not tensors: hypothesis shrinks it to
+small, readable failing examples ("Problem(n_q=1, n_kv=1, ...)"), and its
+tensors are generated from the seed on whichever device and dtype the test
+asks for, so every device and dtype sees the very same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+# Lengths around the tile sizes fused and blocked kernels use (16..128), so
+# that bugs in the last, partial tile are reached, and lengths well past 128.
+TILE_EDGES = (15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 130)
+MAX_LEN = 200
+# Upper bound on batch × heads × n_q × n_kv: keeps one example in the
+# millisecond range for a plain Python implementation.
+WORK_BUDGET = 40_000
+# Standard deviations of the inputs; scaled scores grow like its square.
+MAGNITUDES = (0.25, 1.0, 2.0, 4.0)
+# Target sizes of the largest scaled score for the stability clause.
+LARGE_LOGITS = (1e2, 1e3, 1e4)
+MULTIHEAD_KINDS = ("multihead", "concat")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Tensors of one problem. Weights follow the spec's (d_out, d_in) layout,
+    with a leading head axis for multi-head problems."""
+
+    x_q: Tensor
+    x_kv: Tensor
+    w_q: Tensor
+    w_k: Tensor
+    w_v: Tensor
+    w_o: Tensor | None
+
+    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Inputs:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return Inputs(*(move(t) for t in (self.x_q, self.x_kv, self.w_q, self.w_k, self.w_v, self.w_o)))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Sizes and seed of one attention problem."""
+
+    kind: str  # "self", "cross", "multihead" (per-head outputs) or "concat" (heads concatenated)
+    batch: tuple[int, ...]
+    n_q: int
+    n_kv: int
+    d_in: int
+    d_in_kv: int
+    d_k: int
+    d_v: int
+    heads: int
+    d_o: int | None
+    magnitude: float
+    logit_target: float | None  # when set, W_Q is rescaled so max |ω|/√d_k is about this
+    seed: int
+
+    def unbatched(self) -> Problem:
+        return replace(self, batch=())
+
+    def tensors(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Inputs:
+        """Deterministic tensors for this problem: drawn in float64 on the CPU, then cast."""
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def randn(*shape: int, std: float = 1.0) -> Tensor:
+            return torch.randn(*shape, generator=generator, dtype=torch.float64) * std
+
+        head = (self.heads,) if self.kind in MULTIHEAD_KINDS else ()
+        x_q = randn(*self.batch, self.n_q, self.d_in, std=self.magnitude)
+        x_kv = x_q if self.kind != "cross" else randn(*self.batch, self.n_kv, self.d_in_kv, std=self.magnitude)
+        # 1/√d_in keeps projections at the size of the inputs
+        w_q = randn(*head, self.d_k, self.d_in, std=1 / math.sqrt(self.d_in))
+        w_k = randn(*head, self.d_k, x_kv.shape[-1], std=1 / math.sqrt(x_kv.shape[-1]))
+        w_v = randn(*head, self.d_v, x_kv.shape[-1], std=1 / math.sqrt(x_kv.shape[-1]))
+        w_o = None if self.d_o is None else randn(self.d_o, self.heads * self.d_v, std=1 / math.sqrt(self.heads * self.d_v))
+        if self.logit_target is not None:
+            q = x_q @ w_q.transpose(-2, -1)
+            k = x_kv @ w_k.transpose(-2, -1)
+            largest = (q @ k.transpose(-2, -1)).abs().max().item() / math.sqrt(self.d_k)
+            w_q = w_q * (self.logit_target / max(largest, 1e-12))
+        return Inputs(x_q, x_kv, w_q, w_k, w_v, w_o).to(dtype=dtype, device=device)
+
+
+def lengths() -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(1, 6), st.sampled_from(TILE_EDGES), st.integers(1, MAX_LEN))
+
+
+@st.composite
+def problems(
+    draw: st.DrawFn,
+    kind: str = "self",
+    batched: bool = True,
+    large_logits: bool = False,
+    max_len: int = MAX_LEN,
+    with_w_o: bool | None = None,
+    square: bool = False,
+    max_dim: int = 32,
+    max_heads: int = 8,
+) -> Problem:
+    """An attention problem of the given kind: 'self', 'cross', 'multihead' or 'concat'.
+
+    Lengths from 1 to MAX_LEN (tile edges included), n_q and n_kv
+    drawn apart for cross, d_k and d_v drawn apart, 0-2 batch dimensions, 1-8 heads, inputs of several
+    magnitudes; large_logits pushes the largest scaled score to 1e2..1e4;
+    square makes every weight square (d_in = d_k = d_v), where transposition
+    mistakes run without an error.
+    """
+    n_q = min(draw(lengths()), max_len)
+    n_kv = min(draw(lengths()), max_len) if kind == "cross" else n_q
+    room = max(1, WORK_BUDGET // (n_q * n_kv))
+    heads = draw(st.integers(1, min(max_heads, room))) if kind in MULTIHEAD_KINDS else 1
+    room //= heads
+    batch: tuple[int, ...] = ()
+    if batched:
+        for _ in range(draw(st.integers(0, 2))):
+            size = draw(st.integers(1, max(1, min(3, room))))
+            room = max(1, room // size)
+            batch += (size,)
+    d_in = draw(st.integers(1, min(24, max_dim)))
+    if with_w_o is None:
+        with_w_o = kind == "concat" and draw(st.booleans())
+    d_in_kv = draw(st.integers(1, min(24, max_dim))) if kind == "cross" and not square else d_in
+    d_k = d_in if square else draw(st.integers(1, max_dim))
+    d_v = d_in if square else draw(st.integers(1, max_dim))
+    return Problem(
+        kind=kind,
+        batch=batch,
+        n_q=n_q,
+        n_kv=n_kv,
+        d_in=d_in,
+        d_in_kv=d_in_kv,
+        d_k=d_k,
+        d_v=d_v,
+        heads=heads,
+        d_o=draw(st.integers(1, min(24, max_dim))) if with_w_o else None,
+        magnitude=draw(st.sampled_from(MAGNITUDES)),
+        logit_target=draw(st.sampled_from(LARGE_LOGITS)) if large_logits else None,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def permutations(n: int) -> st.SearchStrategy[list[int]]:
+    return st.permutations(range(n))
+
+
+@dataclass(frozen=True)
+class ScoresProblem:
+    """Raw scores for the weights step (attention_weights), optionally with a boolean mask."""
+
+    batch: tuple[int, ...]
+    n_q: int
+    n_kv: int
+    d_k: int
+    magnitude: float
+    masked: bool
+    empty_rows: bool  # some rows of the mask allow no key at all
+    seed: int
+
+    def unbatched(self) -> ScoresProblem:
+        return replace(self, batch=())
+
+    def scores(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        raw = torch.randn(*self.batch, self.n_q, self.n_kv, generator=generator, dtype=torch.float64)
+        return (raw * self.magnitude).to(device=device, dtype=dtype)
+
+    def mask(self, device: str | torch.device = "cpu") -> Tensor | None:
+        """True = may attend. Every row keeps a key unless empty_rows; then about a third keep none."""
+        if not self.masked:
+            return None
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        keep = torch.rand(*self.batch, self.n_q, self.n_kv, generator=generator) < 0.6
+        first = torch.randint(0, self.n_kv, (*self.batch, self.n_q, 1), generator=generator)
+        keep.scatter_(-1, first, True)
+        if self.empty_rows:
+            empty = torch.rand(*self.batch, self.n_q, 1, generator=generator) < 0.35
+            empty.view(-1)[0] = True  # at least one empty row
+            keep &= ~empty
+        return keep.to(device)
+
+
+@st.composite
+def score_problems(
+    draw: st.DrawFn, masked: bool = False, empty_rows: bool = False, large: bool = False
+) -> ScoresProblem:
+    """Scores of magnitude 0.1 to 100 (up to 1e4·√d_k with large=True), 0-2 batch dims."""
+    magnitudes = (1e2, 1e3, 1e4) if large else (0.1, 1.0, 10.0, 100.0)
+    d_k = draw(st.integers(1, 64))
+    return ScoresProblem(
+        batch=tuple(draw(st.lists(st.integers(1, 3), max_size=2))),
+        n_q=draw(lengths().map(lambda n: min(n, 64))),
+        n_kv=draw(lengths().map(lambda n: min(n, 160))),
+        d_k=d_k,
+        magnitude=draw(st.sampled_from(magnitudes)) * (d_k**0.5 if large else 1.0),
+        masked=masked or empty_rows,
+        empty_rows=empty_rows,
+        seed=draw(st.integers(0, 2**32 - 2)),
+    )
+
+
+@st.composite
+def sentences(draw: st.DrawFn) -> str:
+    """Sentences with capitals, repeated words and punctuation attached to words."""
+    word = st.text(alphabet="abcdeLMNxyz", min_size=1, max_size=6)
+    words = draw(st.lists(word, min_size=1, max_size=12))
+    if len(words) > 1 and draw(st.booleans()):
+        words.append(words[0])  # a repeated word
+    marks = st.sampled_from(["", "", "", ",", ".", "!", "?", ";", ":", "'", '"', "-"])
+    return " ".join(w + draw(marks) for w in words)

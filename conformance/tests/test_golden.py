@@ -1,0 +1,188 @@
+"""Spec section "golden": the seeded reference run.
+
+Each step the implementation provides is fed the seed's own inputs from
+golden/ and must reproduce the recorded output within the tolerance policy
+(the float32 golden file is the reference; the baseline is a plain
+computation in the dtype the implementation is fed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+import golden
+from conformance import clause, needs, oracle
+from conformance.assertions import assert_matches, fail
+from conformance.capabilities import DTYPES
+from conformance.tolerance import expected, scales
+
+D_K = golden.manifest()["dimensions"]["d_k"]
+
+
+def tensor(name: str, dtype: str | torch.dtype, device: str) -> Tensor:
+    """A golden tensor on the device, in the dtype the implementation is checked in."""
+    target = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    return torch.from_numpy(golden.load(name).copy()).to(device=device, dtype=target)
+
+
+def check(actual: Tensor, name: str, baseline: Tensor, dtype: str, scale: float, what: str) -> None:
+    reference = torch.from_numpy(golden.load(name).copy()).double()
+    assert_matches(actual, expected(what, reference, baseline, dtype, scale), where=f"golden/{name}")
+
+
+def inputs(dtype: str, device: str, *names: str) -> list[Tensor]:
+    return [tensor(n, dtype, device) for n in names]
+
+
+def attention_scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor):
+    return scales(*oracle.upcast(x_q, x_kv, w_q, w_k, w_v))
+
+
+# ------------------------------------------------------------------ tokens
+@clause("GOLD-TOKENS")
+@needs("build_vocab")
+def test_vocabulary(implementation):
+    vocab = implementation.call("build_vocab", golden.manifest()["sentence"])
+    expected_vocab = golden.load_json("tokens/vocab")
+    if vocab != expected_vocab:
+        fail(f"build_vocab returned {vocab!r}; the seed's vocabulary is {expected_vocab!r}")
+
+
+@clause("GOLD-TOKENS")
+@needs("token_ids")
+def test_token_ids(implementation):
+    ids = implementation.tensor("token_ids", golden.manifest()["sentence"], golden.load_json("tokens/vocab"))
+    expected_ids = golden.load("tokens/ids").tolist()
+    if ids.tolist() != expected_ids:
+        fail(f"token_ids returned {ids.tolist()}; the seed's ids are {expected_ids}")
+
+
+@clause("GOLD-TOKENS")
+@needs("embed")
+def test_embedding(implementation, device, dtype):
+    ids = torch.from_numpy(golden.load("tokens/ids").copy()).to(device)
+    table = tensor("embedding/table", dtype, device)
+    x = implementation.tensor("embed", ids, table)
+    expected_x = torch.from_numpy(golden.load("embedding/x").copy()).to(DTYPES[dtype])
+    if tuple(x.shape) != tuple(expected_x.shape) or not torch.equal(x.detach().cpu(), expected_x):
+        fail(f"embed(ids, table) is not the seed's embedded sentence (rows table[ids], bit for bit); got shape {tuple(x.shape)}")
+
+
+# -------------------------------------------------------------- projection
+@clause("GOLD-PROJECTION")
+@needs("project")
+def test_projections(implementation, device, dtype):
+    (x,) = inputs(dtype, device, "embedding/x")
+    for role in ("queries", "keys", "values"):
+        (w,) = inputs(dtype, device, f"projection/w_{role[0]}")
+        result = implementation.tensor("project", x, w)
+        base = oracle.project(x.cpu(), w.cpu())
+        scale = torch.einsum("nd,od->no", x.double().abs().cpu(), w.double().abs().cpu()).max().item()
+        check(result, f"projection/{role}", base, dtype, scale, role)
+
+
+# ----------------------------------------------------------------- scores
+@clause("GOLD-SCORES")
+@needs("attention_scores")
+def test_scores(implementation, device, dtype):
+    q, k = inputs(dtype, device, "projection/queries", "projection/keys")
+    omega = implementation.tensor("attention_scores", q, k)
+    scale = torch.einsum("id,jd->ij", q.double().abs().cpu(), k.double().abs().cpu()).max().item()
+    check(omega, "scores/omega", oracle.scores(q.cpu(), k.cpu()), dtype, scale, "scores")
+
+
+@clause("GOLD-SCORES")
+@needs("attention_weights")
+def test_weights_from_scores(implementation, device, dtype):
+    (omega,) = inputs(dtype, device, "scores/omega")
+    weights = implementation.tensor("attention_weights", omega, D_K)
+    scale = 1 + omega.double().abs().max().item() / math.sqrt(D_K)
+    check(weights, "scores/weights", oracle.weights(omega.cpu(), D_K), dtype, scale, "weights")
+
+
+# ---------------------------------------------------------- attention calls
+def _check_attention(implementation, function, args, golden_prefix, dtype, causal=False, concat_w_o=False):
+    """Call an attention function on golden inputs and compare both outputs with the golden run."""
+    out = implementation.attention(function, *args, causal=causal)
+    plain = [a.cpu() for a in args]
+    if function == "cross_attention":
+        x_q, x_kv, w_q, w_k, w_v = plain
+    else:
+        x_q, w_q, w_k, w_v = plain[:4]
+        x_kv = x_q
+    base_context, base_weights = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, causal)
+    s = attention_scales(x_q, x_kv, w_q, w_k, w_v)
+    prefix = "causal_" if causal and golden_prefix != "causal" else ""
+    if function == "multihead_attention_concat":
+        w_o = plain[4] if concat_w_o else None
+        base_context = oracle.concat_heads(base_context, w_o)
+        name = "multihead/output" if concat_w_o else "multihead/concat"
+        scale = s.context * (w_o.double().abs().sum(-1).max().item() if concat_w_o else 1.0)
+        check(out.context, name, base_context, dtype, scale, "context")
+    else:
+        check(out.context, f"{golden_prefix}/{prefix}context", base_context, dtype, s.context, "context")
+    if out.weights is not None:
+        check(out.weights, f"{golden_prefix}/{prefix}weights", base_weights, dtype, s.weights, "weights")
+
+
+@clause("GOLD-SELF")
+@needs("self_attention")
+def test_self_attention(implementation, device, dtype):
+    args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
+    _check_attention(implementation, "self_attention", args, "self", dtype)
+
+
+@clause("GOLD-CAUSAL")
+@needs("self_attention.causal")
+def test_causal_self_attention(implementation, device, dtype):
+    args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
+    _check_attention(implementation, "self_attention", args, "causal", dtype, causal=True)
+
+
+MULTIHEAD_INPUTS = ("embedding/x", "multihead/w_q", "multihead/w_k", "multihead/w_v")
+
+
+@clause("GOLD-MULTIHEAD")
+@needs("multihead_attention")
+def test_multihead_attention(implementation, device, dtype):
+    _check_attention(implementation, "multihead_attention", inputs(dtype, device, *MULTIHEAD_INPUTS), "multihead", dtype)
+
+
+@clause("GOLD-MULTIHEAD")
+@needs("multihead_attention.causal")
+def test_causal_multihead_attention(implementation, device, dtype):
+    args = inputs(dtype, device, *MULTIHEAD_INPUTS)
+    _check_attention(implementation, "multihead_attention", args, "multihead", dtype, causal=True)
+
+
+@clause("GOLD-MULTIHEAD")
+@needs("multihead_attention_concat")
+def test_multihead_concat(implementation, device, dtype):
+    args = inputs(dtype, device, *MULTIHEAD_INPUTS)
+    _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype)
+
+
+@clause("GOLD-MULTIHEAD")
+@needs("multihead_attention_concat.w_o")
+def test_multihead_concat_output_projection(implementation, device, dtype):
+    args = inputs(dtype, device, *MULTIHEAD_INPUTS, "multihead/w_o")
+    _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype, concat_w_o=True)
+
+
+CROSS_INPUTS = ("embedding/x", "cross/x_kv", "projection/w_q", "projection/w_k", "projection/w_v")
+
+
+@clause("GOLD-CROSS")
+@needs("cross_attention")
+def test_cross_attention(implementation, device, dtype):
+    _check_attention(implementation, "cross_attention", inputs(dtype, device, *CROSS_INPUTS), "cross", dtype)
+
+
+@clause("GOLD-CROSS")
+@needs("cross_attention.causal")
+def test_causal_cross_attention(implementation, device, dtype):
+    args = inputs(dtype, device, *CROSS_INPUTS)
+    _check_attention(implementation, "cross_attention", args, "cross", dtype, causal=True)

@@ -1,0 +1,120 @@
+"""Spec section "interface": shapes, batching, dtype, device, purity, determinism, quiet."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import clause, needs
+from conformance.adapter import PRINT_LIMIT
+from conformance.assertions import assert_agree, check_shape, fail
+from conformance.capabilities import DTYPES
+from conformance.cases import Case, claimed_kinds, exercise, shapes
+from conformance.strategies import Inputs, problems
+
+
+def _kind(data, implementation) -> str:
+    kinds = claimed_kinds(implementation)
+    if not kinds:
+        pytest.skip("not claimed: no attention function")
+    return data.draw(st.sampled_from(kinds), label="kind")
+
+
+@clause("API-SHAPES")
+@given(data=st.data())
+def test_attention_outputs_have_the_spec_shapes(implementation, device, dtype, data):
+    kind = _kind(data, implementation)
+    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+    out = case.run()
+    context_shape, weights_shape = shapes(case.problem)
+    check_shape(f"{case.function} context", out.context, context_shape)
+    if out.weights is not None:
+        check_shape(f"{case.function} weights", out.weights, weights_shape)
+
+
+@clause("API-SHAPES")
+@given(problem=problems("cross"))
+def test_step_outputs_have_the_spec_shapes(implementation, device, dtype, problem):
+    calls = {c.function: c for c in exercise(implementation, problem, dtype, device)}
+    p = Case(implementation, problem, dtype, device).problem
+    expected = {
+        "project": (*p.batch, p.n_q, p.d_k),
+        "attention_scores": (*p.batch, p.n_q, p.n_kv),
+        "attention_weights": (*p.batch, p.n_q, p.n_kv),
+    }
+    steps = [f for f in expected if f in calls]
+    if not steps:
+        pytest.skip("not claimed: project, attention_scores, attention_weights")
+    for function in steps:
+        check_shape(f"{function} output", calls[function].outputs[0], expected[function])
+
+
+@clause("API-BATCH")
+@needs("batching")
+@given(data=st.data())
+def test_batch_equals_examples_one_by_one(implementation, device, dtype, data):
+    kind = _kind(data, implementation)
+    problem = data.draw(problems(kind).filter(lambda p: len(p.batch) > 0), label="problem")
+    batched = Case(implementation, problem, dtype, device)
+    out = batched.run_checked()
+    i = batched.inputs
+    for index in itertools.product(*(range(n) for n in problem.batch)):
+        example = batched.with_inputs(Inputs(i.x_q[index], i.x_kv[index], i.w_q, i.w_k, i.w_v, i.w_o))
+        single = example.run()
+        relation = f"batch example {list(index)} computed alone must equal its slice of the batched result"
+        assert_agree("context", out.context[index], single.context,
+                     batched.expected().context.allowed + example.expected().context.allowed, relation)
+        if out.weights is not None:
+            assert_agree("weights", out.weights[index], single.weights,
+                         batched.expected().weights.allowed + example.expected().weights.allowed, relation)
+
+
+@clause("API-DTYPE")
+@pytest.mark.parametrize("dtype_name", [pytest.param(d, marks=needs(f"dtype:{d}")) for d in DTYPES])
+@given(problem=problems("self"))
+def test_outputs_keep_the_input_dtype(implementation, device, dtype_name, problem):
+    for call in exercise(implementation, problem, dtype_name, device):
+        for output in call.outputs:
+            if output is not None and output.dtype != DTYPES[dtype_name]:
+                fail(f"{call.function} returned {output.dtype} for {dtype_name} inputs")
+
+
+@clause("API-DEVICE")
+@given(problem=problems("self"))
+def test_outputs_stay_on_the_input_device(implementation, device, dtype, problem):
+    for call in exercise(implementation, problem, dtype, device):
+        for output in call.outputs:
+            if output is not None and output.device.type != torch.device(device).type:
+                fail(f"{call.function} returned a tensor on {output.device} for inputs on {device}")
+
+
+@clause("API-PURE")
+@given(problem=problems("cross"))
+def test_inputs_are_never_modified(implementation, device, dtype, problem):
+    for call in exercise(implementation, problem, dtype, device):
+        if call.record.mutated:
+            fail(f"{call.function} modified its {', '.join(call.record.mutated)} in place")
+
+
+@clause("API-DETERMINISTIC")
+@given(problem=problems("self"))
+def test_same_inputs_same_outputs_on_cpu(implementation, dtype, problem):
+    first = exercise(implementation, problem, dtype, "cpu")
+    second = exercise(implementation, problem, dtype, "cpu")
+    for a, b in zip(first, second):
+        for x, y in zip(a.outputs, b.outputs):
+            if x is not None and not torch.equal(x, y):
+                differ = int((x != y).sum()) if x.shape == y.shape else "all"
+                fail(f"{a.function} returned different results for the same inputs ({differ} elements differ)")
+
+
+@clause("API-QUIET")
+@given(problem=problems("self"))
+def test_calls_do_not_flood_the_output(implementation, device, dtype, problem):
+    for call in exercise(implementation, problem, dtype, device):
+        if call.record.printed_bytes > PRINT_LIMIT:
+            fail(f"{call.function} printed {call.record.printed_bytes:,} bytes in one call (limit {PRINT_LIMIT:,})")

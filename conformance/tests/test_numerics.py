@@ -1,0 +1,110 @@
+"""Spec section "numerics": accuracy in every claimed dtype, gradients, CPU/GPU agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import clause, needs, oracle
+from conformance.assertions import assert_agree, assert_matches, fail
+from conformance.capabilities import DTYPES
+from conformance.cases import Case, claimed_kinds
+from conformance.strategies import problems
+from conformance.tolerance import expected, scales
+
+GRAD_KINDS = ("self", "cross", "multihead")
+
+
+def _kind(data, implementation, allowed=None) -> str:
+    kinds = [k for k in claimed_kinds(implementation) if allowed is None or k in allowed]
+    if not kinds:
+        pytest.skip("not claimed: no attention function")
+    return data.draw(st.sampled_from(kinds), label="kind")
+
+
+@clause("NUM-ACCURACY")
+@pytest.mark.parametrize("dtype_name", [pytest.param(d, marks=needs(f"dtype:{d}")) for d in DTYPES])
+@given(data=st.data())
+def test_results_are_within_the_tolerance_policy(implementation, device, dtype_name, data):
+    kind = _kind(data, implementation)
+    causal = kind != "concat" and implementation.claims(f"{Case.function_of(kind)}.causal") and data.draw(
+        st.booleans(), label="causal"
+    )
+    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype_name, device, causal=causal)
+    out = case.run_checked()
+    assert_matches(out.context, case.expected().context, f"{case.function} in {dtype_name}")
+    if out.weights is not None:
+        assert_matches(out.weights, case.expected().weights, f"{case.function} in {dtype_name}")
+
+
+def _argument_names(case: Case) -> list[str]:
+    return ["x_q", "x_kv", "w_q", "w_k", "w_v"] if case.problem.kind == "cross" else ["x", "w_q", "w_k", "w_v"]
+
+
+@clause("NUM-GRADIENTS")
+@needs("autograd", "dtype:float64")
+@given(data=st.data())
+def test_gradcheck_in_float64(implementation, device, data):
+    kind = _kind(data, implementation, GRAD_KINDS)
+    problem = data.draw(problems(kind, batched=False, max_len=4, max_dim=4, max_heads=2), label="problem")
+    case = Case(implementation, problem, "float64", device)
+    arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
+
+    def function(*args):
+        out = implementation.attention(case.function, *args)
+        return out.context if out.weights is None else (out.context, out.weights)
+
+    try:
+        torch.autograd.gradcheck(function, arguments, eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
+    except RuntimeError as error:
+        fail(f"gradcheck of {case.function} failed: {str(error).splitlines()[0]}")
+
+
+@clause("NUM-GRADIENTS")
+@needs("autograd")
+@given(data=st.data())
+def test_gradients_match_the_reference(implementation, device, dtype, data):
+    kind = _kind(data, implementation, GRAD_KINDS)
+    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+    arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
+    out = implementation.attention(case.function, *arguments)
+    generator = torch.Generator().manual_seed(case.problem.seed + 5)
+    upstream = torch.randn(out.context.shape, generator=generator, dtype=torch.float64)
+    try:
+        grads = torch.autograd.grad((out.context * upstream.to(out.context)).sum(), arguments, allow_unused=True)
+    except RuntimeError as error:
+        fail(f"backward through {case.function} failed: {error}")
+
+    def reference_grads(dtype_: torch.dtype):
+        inputs = [a.detach().to("cpu", dtype_).requires_grad_() for a in case.arguments()]
+        x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
+        w_q, w_k, w_v = inputs[-3:]
+        context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v)
+        return torch.autograd.grad((context * upstream.to(dtype_)).sum(), inputs)
+
+    exact, plain = reference_grads(torch.float64), reference_grads(DTYPES[dtype])
+    s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])))
+    for name, grad, ref, base in zip(_argument_names(case), grads, exact, plain):
+        if grad is None:
+            fail(f"no gradient reaches {name}: the computation is cut off from it (detach, numpy, .item())")
+        scale = ref.abs().max().item() * s.weights
+        assert_matches(grad, expected(f"d(context)/d({name})", ref, base, dtype, scale), f"gradient of {case.function}")
+
+
+@clause("NUM-DEVICES")
+@needs("device:cuda")
+@given(data=st.data())
+def test_cpu_and_cuda_agree(implementation, dtype, data):
+    if not torch.cuda.is_available():
+        pytest.skip("unavailable: no CUDA device on this machine")
+    kind = _kind(data, implementation)
+    problem = data.draw(problems(kind), label="problem")
+    on_cpu = Case(implementation, problem, dtype, "cpu")
+    on_cuda = Case(implementation, problem, dtype, "cuda")
+    a, b = on_cpu.run_checked(), on_cuda.run_checked()
+    relation = "the same inputs on the CPU and on CUDA must give the same results within the policy"
+    assert_agree("context", b.context, a.context, 2 * on_cpu.expected().context.allowed, relation)
+    if a.weights is not None:
+        assert_agree("weights", b.weights, a.weights, 2 * on_cpu.expected().weights.allowed, relation)

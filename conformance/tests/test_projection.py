@@ -1,0 +1,42 @@
+"""Spec section "projection": weight layout (d_out, d_in) and the role of each weight."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from conformance import clause, needs
+from conformance.assertions import assert_matches
+from conformance.cases import Case, expect_projection
+from conformance.strategies import problems
+
+
+@clause("PROJ-LAYOUT")
+@needs("project")
+@given(problem=problems("cross"))
+def test_project_is_x_times_w_transposed(implementation, device, dtype, problem):
+    case = Case(implementation, problem, dtype, device)
+    i = case.inputs
+    # w_k is (d_k, d_in_kv), applied to x_kv: rarely square, so x @ W fails loudly
+    for x, w in ((i.x_q, i.w_q), (i.x_kv, i.w_k), (i.x_kv, i.w_v)):
+        assert_matches(implementation.tensor("project", x, w), expect_projection(x, w, dtype))
+
+
+@clause("PROJ-LAYOUT")
+@needs("self_attention")
+@given(problem=problems("self", square=True))
+def test_square_weights_are_transposed_too(implementation, device, dtype, problem):
+    """With d_in = d_k = d_v, x @ W runs without error but computes something else."""
+    case = Case(implementation, problem, dtype, device)
+    out = case.run()
+    assert_matches(out.context, case.expected().context, "square weights: x Wᵀ, not x W")
+
+
+@clause("PROJ-ROLES")
+@needs("self_attention")
+@given(problem=problems("self"))
+def test_each_weight_has_its_role(implementation, device, dtype, problem):
+    case = Case(implementation, problem, dtype, device)
+    out = case.run()
+    if out.weights is not None:
+        assert_matches(out.weights, case.expected().weights, "weights depend on W_Q and W_K only")
+    assert_matches(out.context, case.expected().context, "values come from W_V")

@@ -1,0 +1,21 @@
+"""Spec section "scores": ω = Q Kᵀ with one row per query."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from conformance import clause, needs
+from conformance.assertions import assert_matches
+from conformance.cases import Case, expect_scores
+from conformance.strategies import problems
+
+
+@clause("SCORE-DOT")
+@needs("attention_scores")
+@given(problem=problems("cross"))
+def test_scores_are_queries_times_keys_transposed(implementation, device, dtype, problem):
+    case = Case(implementation, problem, dtype, device)
+    i = case.inputs
+    queries, keys = i.x_q @ i.w_q.transpose(-2, -1), i.x_kv @ i.w_k.transpose(-2, -1)
+    omega = implementation.tensor("attention_scores", queries, keys)
+    assert_matches(omega, expect_scores(queries, keys, dtype), "ω[i, j] = q_i · k_j, shape (n_q, n_kv)")

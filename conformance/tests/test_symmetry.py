@@ -1,0 +1,53 @@
+"""Spec section "symmetry": permutation equivariance and key/value permutation invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import clause, needs
+from conformance.assertions import assert_agree
+from conformance.cases import Case
+from conformance.strategies import Inputs, problems
+
+
+@clause("SYM-EQUIVARIANT")
+@pytest.mark.parametrize("kind", [pytest.param("self", marks=needs("self_attention")),
+                                  pytest.param("multihead", marks=needs("multihead_attention"))])
+@given(data=st.data())
+def test_permuting_tokens_permutes_outputs(implementation, device, dtype, kind, data):
+    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+    n = case.problem.n_q
+    order = torch.tensor(data.draw(st.permutations(range(n)), label="permutation"), device=device)
+    i = case.inputs
+    x = i.x_q.index_select(-2, order)
+    permuted = case.with_inputs(Inputs(x, x, i.w_q, i.w_k, i.w_v, i.w_o))
+    out, out_p = case.run_checked(), permuted.run()
+    relation = "f(P x) must equal P f(x) without a causal mask"
+    order_cpu = order.cpu()
+    assert_agree("context", out_p.context, out.context.detach().cpu().index_select(-2, order_cpu),
+                 case.expected().context.allowed + permuted.expected().context.allowed, relation)
+    if out.weights is not None:
+        expected_weights = out.weights.detach().cpu().index_select(-2, order_cpu).index_select(-1, order_cpu)
+        assert_agree("weights", out_p.weights, expected_weights,
+                     case.expected().weights.allowed + permuted.expected().weights.allowed, relation)
+
+
+@clause("SYM-KV-INVARIANT")
+@needs("cross_attention")
+@given(problem=problems("cross"), data=st.data())
+def test_permuting_keys_and_values_together_changes_nothing(implementation, device, dtype, problem, data):
+    case = Case(implementation, problem, dtype, device)
+    n_kv = case.problem.n_kv
+    order = torch.tensor(data.draw(st.permutations(range(n_kv)), label="permutation of x_kv"), device=device)
+    i = case.inputs
+    permuted = case.with_inputs(Inputs(i.x_q, i.x_kv.index_select(-2, order), i.w_q, i.w_k, i.w_v, i.w_o))
+    out, out_p = case.run(), permuted.run()
+    relation = "permuting the tokens of x_kv must leave the context unchanged and permute the weights' columns"
+    assert_agree("context", out_p.context, out.context,
+                 case.expected().context.allowed + permuted.expected().context.allowed, relation)
+    if out.weights is not None:
+        assert_agree("weights", out_p.weights, out.weights.detach().cpu().index_select(-1, order.cpu()),
+                     case.expected().weights.allowed + permuted.expected().weights.allowed, relation)

@@ -1,0 +1,97 @@
+"""The tolerance policy of spec/clauses.toml, applied.
+
+error(result) ≤ factor[dtype] × error(plain same-dtype reference) + floor,
+floor = floor_ulps[dtype] × eps(dtype) × scale, errors measured against the
+float64 reference. Factors and floor_ulps live in the spec, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import spec
+from conformance import oracle
+from conformance.capabilities import DTYPES
+
+
+class OutOfRange(Exception):
+    """The plain reference overflows in this dtype for this input: the input is
+    outside what the dtype can compute, so the example is discarded, not judged."""
+
+
+def max_abs_error(actual: Tensor, reference: Tensor) -> float:
+    difference = (actual.detach().to("cpu", torch.float64) - reference).abs()
+    if difference.numel() == 0:
+        return 0.0
+    if not torch.isfinite(difference).all():
+        return math.inf
+    return difference.max().item()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one output should be: float64 reference, plain-reference baseline and the bound derived from them."""
+
+    name: str
+    reference: Tensor  # float64, CPU
+    dtype: str
+    baseline_error: float
+    scale: float
+
+    @property
+    def floor(self) -> float:
+        policy = spec.load().tolerance[self.dtype]
+        return policy.floor_ulps * torch.finfo(DTYPES[self.dtype]).eps * self.scale
+
+    @property
+    def factor(self) -> float:
+        return spec.load().tolerance[self.dtype].factor
+
+    @property
+    def allowed(self) -> float:
+        return self.factor * self.baseline_error + self.floor
+
+    def explain(self) -> str:
+        return (
+            f"{self.dtype} allows {self.factor:g} × {self.baseline_error:.2g} (error of a plain {self.dtype} "
+            f"reference) + {self.floor:.2g} (floor) = {self.allowed:.2g}"
+        )
+
+
+def expected(name: str, reference: Tensor, baseline: Tensor, dtype: str, scale: float) -> Expected:
+    """Bundle a float64 reference with the plain same-dtype baseline computed from the same inputs."""
+    baseline_error = max_abs_error(baseline, reference)
+    if math.isinf(baseline_error):
+        raise OutOfRange(f"a plain {dtype} computation of {name} overflows for this input")
+    return Expected(name, reference, dtype, baseline_error, scale)
+
+
+def dot_scale(a: Tensor, b: Tensor) -> float:
+    """Largest Σ|a_i b_i| over all pairs of rows: what rounding in a dot product is proportional to."""
+    if a.numel() == 0 or b.numel() == 0:
+        return 0.0
+    return torch.einsum("...id,...jd->...ij", a.abs(), b.abs()).max().item()
+
+
+@dataclass(frozen=True)
+class Scales:
+    projection: float
+    scores: float
+    weights: float
+    context: float
+
+
+def scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Scales:
+    """Magnitudes the rounding of each step acts on, from float64 inputs."""
+    head = w_q.dim() == 3
+    xq, xkv = (x_q.unsqueeze(-3), x_kv.unsqueeze(-3)) if head else (x_q, x_kv)
+    q, k, v = oracle.project(xq, w_q), oracle.project(xkv, w_k), oracle.project(xkv, w_v)
+    projection = max(dot_scale(xq, w_q), dot_scale(xkv, w_k), dot_scale(xkv, w_v), 1e-300)
+    scores = dot_scale(q, k)
+    weights = 1.0 + scores / math.sqrt(k.shape[-1])
+    context = weights * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
+    return Scales(projection, scores, weights, context)

@@ -1,0 +1,33 @@
+"""The reference implementation of the seed's attention pipeline.
+
+It reads like the seed notebook, one step per function, and plugs into the
+conformance suite like any other implementation: `--impl impl`.
+"""
+
+from impl.attention import attention_scores, attention_weights, cross_attention, project, self_attention
+from impl.multihead import multihead_attention, multihead_attention_concat
+from impl.tokens import build_vocab, embed, token_ids
+
+# What this implementation claims; see conformance/capabilities.py for the keys.
+CAPABILITIES = {
+    "array": "torch",
+    "dtypes": ["float64", "float32", "float16", "bfloat16"],
+    "devices": ["cpu", "cuda"],
+    "batching": True,
+    "autograd": True,
+    "returns_weights": True,
+}
+
+__all__ = [
+    "CAPABILITIES",
+    "attention_scores",
+    "attention_weights",
+    "build_vocab",
+    "cross_attention",
+    "embed",
+    "multihead_attention",
+    "multihead_attention_concat",
+    "project",
+    "self_attention",
+    "token_ids",
+]

@@ -1,0 +1,141 @@
+"""The self-attention specification as data.
+
+`clauses.toml` is the one place where clause ids, titles, texts, points, the
+public function list and the tolerance policy are written. Everything else
+(the Markdown spec, the tests, the verdict table, the rubric) reads them
+through this module.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+SPEC_FILE = Path(__file__).with_name("clauses.toml")
+LEVELS = ("MUST", "SHOULD")
+
+
+class SpecError(ValueError):
+    """clauses.toml is malformed (duplicate id, unknown section, ...)."""
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    section: str
+    level: str
+    points: float
+    title: str
+    text: str
+    mistakes: str = ""
+
+    @property
+    def normative(self) -> bool:
+        return self.level == "MUST"
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    signature: str
+    section: str
+
+
+@dataclass(frozen=True)
+class DtypePolicy:
+    factor: float
+    floor_ulps: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    title: str
+    version: str
+    notation: str
+    sections: tuple[Section, ...]
+    clauses: tuple[Clause, ...]
+    functions: tuple[Function, ...]
+    tolerance_text: str
+    tolerance: dict[str, DtypePolicy]
+
+    def clause(self, clause_id: str) -> Clause:
+        for clause in self.clauses:
+            if clause.id == clause_id:
+                return clause
+        raise KeyError(f"no clause {clause_id!r} in {SPEC_FILE.name}")
+
+    def section(self, section_id: str) -> Section:
+        for section in self.sections:
+            if section.id == section_id:
+                return section
+        raise KeyError(f"no section {section_id!r} in {SPEC_FILE.name}")
+
+    def clauses_of(self, section_id: str) -> tuple[Clause, ...]:
+        return tuple(c for c in self.clauses if c.section == section_id)
+
+    @property
+    def function_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.functions)
+
+
+def _text(value: str) -> str:
+    return " ".join(value.split())
+
+
+def parse(data: dict) -> Spec:
+    """Build a Spec from the TOML document, rejecting inconsistent data."""
+    sections = tuple(Section(s["id"], s["title"], _text(s["text"])) for s in data["section"])
+    section_ids = [s.id for s in sections]
+    clauses = []
+    for raw in data["clause"]:
+        clause = Clause(
+            id=raw["id"],
+            section=raw["section"],
+            level=raw["level"],
+            points=float(raw["points"]),
+            title=raw["title"],
+            text=_text(raw["text"]),
+            mistakes=_text(raw.get("mistakes", "")),
+        )
+        if clause.section not in section_ids:
+            raise SpecError(f"clause {clause.id}: unknown section {clause.section!r}")
+        if clause.level not in LEVELS:
+            raise SpecError(f"clause {clause.id}: level must be one of {LEVELS}, not {clause.level!r}")
+        if clause.points < 0:
+            raise SpecError(f"clause {clause.id}: points must be >= 0")
+        clauses.append(clause)
+    ids = [c.id for c in clauses]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise SpecError(f"duplicate clause ids: {', '.join(duplicates)}")
+    functions = tuple(Function(f["name"], f["signature"], f["section"]) for f in data["function"])
+    tolerance = {
+        name: DtypePolicy(float(p["factor"]), float(p["floor_ulps"]))
+        for name, p in data["tolerance"]["dtype"].items()
+    }
+    return Spec(
+        title=data["title"],
+        version=str(data["version"]),
+        notation=_text(data["notation"]["text"]),
+        sections=sections,
+        clauses=tuple(clauses),
+        functions=functions,
+        tolerance_text=data["tolerance"]["text"].strip("\n"),
+        tolerance=tolerance,
+    )
+
+
+@cache
+def load() -> Spec:
+    """The specification shipped with this package (parsed once)."""
+    with SPEC_FILE.open("rb") as handle:
+        return parse(tomllib.load(handle))
