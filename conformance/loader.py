@@ -6,7 +6,8 @@ Accepted targets:
                             spec's functions as attributes; a class is
                             instantiated without arguments
   path/to/homework.py       a Python file (a student's submission)
-  path/to/package           a directory with __init__.py
+  path/to/package           a directory with __init__.py (write ./package for one
+                            in the current directory: a bare name is a module)
   path/to/file.py:ADAPTER   an attribute of a file
 """
 
@@ -41,7 +42,8 @@ def parse_target(text: str) -> Target:
     # a Windows drive letter ("C:\\x.py") is not an attribute separator
     if len(base) == 1 and attribute[:1] in ("\\", "/"):
         base, attribute = text, ""
-    looks_like_path = base.endswith(".py") or "/" in base or "\\" in base or Path(base).is_dir()
+    dotted_name = all(part.isidentifier() for part in base.split("."))
+    looks_like_path = base.endswith(".py") or "/" in base or "\\" in base or not dotted_name
     if looks_like_path:
         return Target(text, None, Path(base), attribute or None)
     return Target(text, base, None, attribute or None)

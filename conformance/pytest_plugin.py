@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, Phase, settings
 
 import spec
+from golden import GoldenError
 from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE
 from conformance.adapter import DEFAULT_CALL_TIMEOUT, Implementation, ImplementationError
 from conformance.assertions import ClauseFailure
@@ -28,24 +29,26 @@ COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
 
 _QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-PROFILES = {
-    # CI: same examples every run (no flakes), no example database, bounded
-    "ci": dict(derandomize=True, database=None, max_examples=15),
-    # development: random, remembers failures in .hypothesis/
-    "dev": dict(max_examples=50),
-    # before a release or when hunting a bug
-    "thorough": dict(max_examples=500),
-}
-DEFAULT_PROFILE = "ci"
 # no "explain" phase: its coverage notes about the suite's own lines would only confuse the reader
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+PROFILES = {
+    # CI: same examples every run (no flakes), no example database, bounded; failures shrunk to small examples
+    "ci": dict(derandomize=True, database=None, max_examples=15, phases=_PHASES),
+    # the same examples without shrinking: for running many implementations (mutation matrix, batch grading)
+    "fast": dict(derandomize=True, database=None, max_examples=15, phases=_PHASES[:-1]),
+    # development: random, remembers failures in .hypothesis/
+    "dev": dict(max_examples=50, phases=_PHASES),
+    # before a release or when hunting a bug
+    "thorough": dict(max_examples=500, phases=_PHASES),
+}
+DEFAULT_PROFILE = "ci"
 for _name, _options in PROFILES.items():
     settings.register_profile(
         f"conformance-{_name}",
         deadline=None,
         suppress_health_check=_QUIET_CHECKS,
         print_blob=False,
-        phases=_PHASES,
+        report_multiple_bugs=False,  # one clear failure per test, not an exception group
         **_options,
     )
 
@@ -171,7 +174,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         outcome = TestOutcome(item.nodeid, skip_kind(reason), reason)
     elif report.failed:
         error = call.excinfo.value if call.excinfo else None
-        if isinstance(error, (ClauseFailure, ImplementationError)):
+        if isinstance(error, (ClauseFailure, ImplementationError, GoldenError)):
             # the whole story in a few lines, not a traceback through the suite
             report.longrepr = f"[{clause_id}] {spec.load().clause(clause_id).title}\n{_message(error)}"
             message = str(error)

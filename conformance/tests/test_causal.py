@@ -11,7 +11,7 @@ from conformance import clause, needs
 from conformance.assertions import assert_agree, assert_exactly_zero, assert_matches, assert_rows_stochastic, fail
 from conformance.capabilities import DTYPES
 from conformance.cases import Case, expect_weights, fit_batch
-from conformance.strategies import Inputs, problems, score_problems
+from conformance.strategies import MASKING_LOGITS, Inputs, problems, score_problems
 
 CAUSAL_KINDS = [
     pytest.param("self", marks=needs("self_attention.causal", "weights")),
@@ -29,7 +29,8 @@ def _future(n_q: int, n_kv: int) -> torch.Tensor:
 @pytest.mark.parametrize("kind", CAUSAL_KINDS)
 @given(data=st.data())
 def test_future_keys_get_exactly_zero_weight(implementation, device, dtype, kind, data):
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device, causal=True)
+    problem = data.draw(problems(kind, logit_targets=MASKING_LOGITS), label="problem")
+    case = Case(implementation, problem, dtype, device, causal=True)
     weights = case.run().weights
     n_q, n_kv = case.problem.n_q, case.problem.n_kv
     if tuple(weights.shape[-2:]) != (n_q, n_kv):

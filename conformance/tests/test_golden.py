@@ -19,8 +19,6 @@ from conformance.assertions import assert_matches, fail
 from conformance.capabilities import DTYPES
 from conformance.tolerance import expected, scales
 
-D_K = golden.manifest()["dimensions"]["d_k"]
-
 
 def tensor(name: str, dtype: str | torch.dtype, device: str) -> Tensor:
     """A golden tensor on the device, in the dtype the implementation is checked in."""
@@ -97,10 +95,11 @@ def test_scores(implementation, device, dtype):
 @clause("GOLD-SCORES")
 @needs("attention_weights")
 def test_weights_from_scores(implementation, device, dtype):
+    d_k = golden.manifest()["dimensions"]["d_k"]
     (omega,) = inputs(dtype, device, "scores/omega")
-    weights = implementation.tensor("attention_weights", omega, D_K)
-    scale = 1 + omega.double().abs().max().item() / math.sqrt(D_K)
-    check(weights, "scores/weights", oracle.weights(omega.cpu(), D_K), dtype, scale, "weights")
+    weights = implementation.tensor("attention_weights", omega, d_k)
+    scale = 1 + omega.double().abs().max().item() / math.sqrt(d_k)
+    check(weights, "scores/weights", oracle.weights(omega.cpu(), d_k), dtype, scale, "weights")
 
 
 # ---------------------------------------------------------- attention calls

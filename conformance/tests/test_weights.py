@@ -12,7 +12,7 @@ from conformance.assertions import assert_agree, assert_matches, assert_rows_sto
 from conformance.capabilities import DTYPES
 from conformance.cases import Case, expect_weights, fit_batch
 from conformance.diagnosis import implied_inverse_scale, scale_hint
-from conformance.strategies import problems, score_problems
+from conformance.strategies import LARGE_LOGITS, problems, score_problems
 from conformance.tolerance import Expected
 
 
@@ -140,7 +140,7 @@ def test_adding_a_constant_to_a_row_changes_nothing(implementation, device, dtyp
 # ------------------------------------------------------------ stability
 @clause("WEIGHTS-STABLE")
 @needs("self_attention", "dtype:float32")
-@given(problem=problems("self", large_logits=True))
+@given(problem=problems("self", logit_targets=LARGE_LOGITS))
 def test_large_scores_stay_finite_and_right(implementation, device, problem):
     case = Case(implementation, problem, "float32", device)
     out = case.run()

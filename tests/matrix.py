@@ -1,0 +1,140 @@
+"""The mutation matrix: every correct variant must pass, every mutant must be rejected by the clause it names.
+
+    python -m tests.matrix [--jobs N] [--profile fast] [--only NAME ...] [--json PATH]
+
+Each implementation is checked by `python -m conformance` in its own process,
+through the public plug-in path, exactly as a user would run it. Prints a
+table (variant, expected verdict, verdict, clauses failed, time), the mutation
+score and the false-rejection count; exits 1 if a correct variant is rejected
+or a mutant survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tests.variants import mutants
+
+REPO = Path(__file__).resolve().parents[1]
+
+CORRECT = {
+    "reference (impl)": "impl",
+    "numpy example": "examples/numpy_attention.py",
+    "step pipeline": "tests.variants.mutants:Pipeline",
+    "sdpa": "tests.variants.correct.sdpa",
+    "einsum": "tests.variants.correct.einsum",
+    "log-sum-exp softmax": "tests.variants.correct.logsumexp",
+    "tiled online softmax": "tests.variants.correct.tiled",
+    "nn.Module adapter": "tests.variants.correct.module:ModuleAdapter",
+    "nn.MultiheadAttention": "tests.variants.correct.torch_mha:MHAAdapter",
+    "float64 inside": "tests.variants.correct.float64_internal",
+}
+
+
+@dataclass
+class Entry:
+    name: str
+    target: str
+    expected: tuple[str, ...]  # () for a correct variant, else the clauses that must fail
+    verdict: str = ""
+    failed: tuple[str, ...] = ()
+    seconds: float = 0.0
+    problem: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return not self.expected
+
+    @property
+    def ok(self) -> bool:
+        if self.correct:
+            return self.verdict == "conforms" and not self.failed
+        return set(self.expected) <= set(self.failed)
+
+    @property
+    def expected_text(self) -> str:
+        return "conforms" if self.correct else "rejected by " + ", ".join(self.expected)
+
+
+def entries() -> list[Entry]:
+    result = [Entry(name, target, ()) for name, target in CORRECT.items()]
+    for mutant in mutants.MUTANTS:
+        result.append(Entry(mutant.__name__, f"tests.variants.mutants:{mutant.__name__}", tuple(mutant.catches)))
+    return result
+
+
+def run(entry: Entry, profile: str, scratch: Path) -> Entry:
+    report = scratch / f"{entry.name.replace(' ', '_').replace('/', '_')}.json"
+    command = [sys.executable, "-m", "conformance", "--impl", entry.target, "--profile", profile, "--json", str(report)]
+    # one thread per process: the matrix runs processes in parallel and the tensors are small
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    environment.pop("ATTENTION_IMPL", None)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        entry.verdict, entry.problem = "timeout", "the suite did not finish within 900 s"
+        return entry
+    entry.seconds = time.perf_counter() - start
+    if not report.exists():
+        entry.verdict = "error"
+        entry.problem = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+        entry.problem = entry.problem[0]
+        return entry
+    document = json.loads(report.read_text())
+    entry.verdict = document["verdict"]
+    entry.failed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "failed")
+    return entry
+
+
+def table(results: list[Entry]) -> str:
+    rows = [f"{'variant':<30} {'expected':<34} {'verdict':<17} {'time':>6}  clauses failed"]
+    for e in results:
+        verdict = e.verdict + ("" if e.ok else "  <-- WRONG")
+        failed = ", ".join(e.failed) if e.failed else "-"
+        if e.problem:
+            failed = e.problem
+        rows.append(f"{e.name:<30} {e.expected_text:<34} {verdict:<17} {e.seconds:>5.1f}s  {failed}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.matrix", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="implementations checked at once")
+    parser.add_argument("--profile", default="fast", help="hypothesis profile (default fast: derandomized, no shrinking)")
+    parser.add_argument("--only", nargs="*", default=None, help="names of the variants or mutants to run")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    selected = [e for e in entries() if args.only is None or e.name in args.only]
+    if not selected:
+        parser.error(f"no variant or mutant named {args.only}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda e: run(e, args.profile, Path(scratch)), selected))
+    wall = time.perf_counter() - start
+    print(table(results))
+    correct = [e for e in results if e.correct]
+    broken = [e for e in results if not e.correct]
+    false_rejections = sum(not e.ok for e in correct)
+    rejected = sum(e.ok for e in broken)
+    print()
+    print(f"correct variants accepted: {len(correct) - false_rejections}/{len(correct)} (false rejections: {false_rejections})")
+    if broken:
+        print(f"mutation score: {rejected}/{len(broken)} mutants rejected by the clause they name ({rejected / len(broken):.0%})")
+    print(f"matrix wall time: {wall:.1f} s with {args.jobs} jobs")
+    if args.json:
+        args.json.write_text(json.dumps({"wall_seconds": wall, "results": [asdict(e) | {"ok": e.ok} for e in results]}, indent=1))
+    return 0 if false_rejections == 0 and rejected == len(broken) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The suite judged from the outside: run as a user runs it, on correct and broken implementations."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+ALL_PASS_EXCEPT = {"NUM-DEVICES"}  # no CUDA on the machines this runs on by default
+
+
+def test_reference_conforms_on_every_clause(suite):
+    run = suite("impl")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.report["verdict"] == "conforms"
+    not_passed = {c["id"]: c["verdict"] for c in run.report["clauses"] if c["verdict"] != "passed"}
+    assert set(not_passed) <= ALL_PASS_EXCEPT, not_passed
+    assert "VERDICT for impl: CONFORMS" in run.output
+
+
+def test_numpy_example_conforms_through_the_plugin_path(suite):
+    run = suite("examples/numpy_attention.py")
+    assert run.returncode == 0, run.output[-3000:]
+    verdicts = {c["id"]: c["verdict"] for c in run.report["clauses"]}
+    assert verdicts.pop("NUM-GRADIENTS") == "not claimed"  # numpy has no autograd
+    assert verdicts.pop("NUM-DEVICES") == "not claimed"  # numpy runs on the CPU only
+    assert set(verdicts.values()) == {"passed"}, verdicts
+
+
+def test_missing_scale_fails_naming_the_clause_and_the_cause(suite):
+    run = suite("tests.variants.mutants:NoScale")
+    assert run.returncode == 1
+    assert run.report["verdict"] == "does not conform"
+    assert "WEIGHTS-SCALE" in run.failed()
+    assert "[WEIGHTS-SCALE] Scores are divided by √d_k" in run.output
+    assert "no scaling" in run.output  # the diagnosis of which scale was used
+
+
+@pytest.mark.parametrize(
+    "mutant, clause",
+    [
+        ("SoftmaxOverQueries", "WEIGHTS-SOFTMAX"),
+        ("MaskOffByOne", "CAUSAL-MASK"),
+        ("MaskAfterSoftmax", "CAUSAL-RENORM"),
+        ("HeadsShareFirstWeights", "MH-HEADS"),
+        ("BatchAttendsAcrossExamples", "API-BATCH"),
+        ("ScalesScoresInPlace", "API-PURE"),
+    ],
+)
+def test_one_line_bugs_are_rejected_by_their_clause(suite, mutant, clause):
+    run = suite(f"tests.variants.mutants:{mutant}", "--profile", "fast")
+    assert run.returncode == 1
+    assert clause in run.failed(), (mutant, run.failed())
+
+
+def test_partial_implementation_gets_not_claimed_not_failed(suite, tmp_path):
+    homework = tmp_path / "homework.py"
+    homework.write_text(textwrap.dedent("""
+        import math
+        import torch
+
+        def self_attention(x, w_q, w_k, w_v):
+            q, k, v = x @ w_q.T, x @ w_k.T, x @ w_v.T
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]), dim=-1)
+            return weights @ v, weights
+    """))
+    run = suite(str(homework), "--profile", "fast")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.verdict("GOLD-SELF") == "passed"
+    assert run.verdict("CAUSAL-MASK") == "not claimed"
+    assert run.verdict("MH-HEADS") == "not claimed"
+    assert "self_attention.causal" in run.reason("GOLD-CAUSAL")
+
+
+def test_misbehaving_functions_fail_their_clauses_and_the_rest_still_runs(suite, tmp_path):
+    homework = tmp_path / "misbehaving.py"
+    homework.write_text(textwrap.dedent("""
+        import math
+        import torch
+
+        def _attend(x_q, x_kv, w_q, w_k, w_v, causal=False):
+            q, k, v = x_q @ w_q.transpose(-2, -1), x_kv @ w_k.transpose(-2, -1), x_kv @ w_v.transpose(-2, -1)
+            s = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
+            if causal:
+                s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
+            w = torch.softmax(s, dim=-1)
+            return w @ v, w
+
+        def self_attention(x, w_q, w_k, w_v, causal=False):
+            return _attend(x, x, w_q, w_k, w_v, causal)
+
+        def cross_attention(x_q, x_kv, w_q, w_k, w_v, causal=False):
+            raise NotImplementedError("cross-attention is next week's homework")
+
+        def attention_scores(queries, keys):
+            while True:
+                pass
+
+        def project(x, weight):
+            print("projecting " * 100000)
+            return x @ weight.T
+
+        def multihead_attention(x, w_q, w_k, w_v, causal=False):
+            return "not a tensor"
+    """))
+    run = suite(str(homework), "--profile", "fast", "--call-timeout", "1")
+    assert run.returncode == 1
+    assert run.verdict("GOLD-SELF") == "passed"  # the good function still gets its verdicts
+    assert "NotImplementedError: cross-attention is next week's homework" in run.reason("CROSS-SOURCES")
+    assert "did not return within 1 s" in run.reason("SCORE-DOT")
+    assert "returned a str" in run.reason("MH-LAYOUT")
+    assert run.verdict("API-QUIET") == "failed" and "printed" in run.reason("API-QUIET")
+    assert "Traceback" not in run.output

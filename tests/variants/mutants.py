@@ -1,0 +1,553 @@
+"""A catalogue of broken implementations: mistakes people really make.
+
+Pipeline is a correct implementation written as small overridable steps.
+Each mutant subclasses it and changes one step, the way the mistake is
+usually made, and names in `catches` the clause(s) whose failure should
+reject it. Mutants plug in through the public path like any submission:
+`--impl tests.variants.mutants:NoScale` (a class is instantiated).
+
+A mutant is never recognised by name anywhere in the suite: if one survives,
+the fix is a missing property or a strategy that does not reach the bug.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import golden
+
+
+class Pipeline:
+    """Correct attention, one overridable method per step."""
+
+    CAPABILITIES = {
+        "array": "torch",
+        "dtypes": ["float64", "float32", "float16", "bfloat16"],
+        "devices": ["cpu", "cuda"],
+        "batching": True,
+        "autograd": True,
+        "returns_weights": True,
+    }
+    catches: tuple[str, ...] = ()
+
+    # tokens ---------------------------------------------------------------
+    def words(self, sentence: str) -> list[str]:
+        return sentence.translate(str.maketrans("", "", string.punctuation)).split()
+
+    def build_vocab(self, sentence: str) -> dict[str, int]:
+        return {w: i for i, w in enumerate(sorted(set(self.words(sentence))))}
+
+    def token_ids(self, sentence: str, vocab: dict[str, int]) -> Tensor:
+        return torch.tensor([vocab[w] for w in self.words(sentence)], dtype=torch.int64)
+
+    def embed(self, ids: Tensor, table: Tensor) -> Tensor:
+        return table[ids]
+
+    # steps ----------------------------------------------------------------
+    def project(self, x: Tensor, weight: Tensor) -> Tensor:
+        return x @ weight.transpose(-2, -1)
+
+    def attention_scores(self, queries: Tensor, keys: Tensor) -> Tensor:
+        return queries @ keys.transpose(-2, -1)
+
+    def scale(self, scores: Tensor, d_k: int, d_v: int, d_in: int) -> Tensor:
+        return scores / math.sqrt(d_k)
+
+    def visible(self, n_q: int, n_kv: int, causal: bool, mask: Tensor | None, device) -> Tensor | None:
+        allowed = mask
+        if causal:
+            lower = torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril()
+            allowed = lower if allowed is None else allowed & lower
+        return allowed
+
+    def hide(self, scaled: Tensor, allowed: Tensor) -> Tensor:
+        return scaled.masked_fill(~allowed, float("-inf"))
+
+    def softmax(self, scaled: Tensor) -> Tensor:
+        top = scaled.amax(dim=-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        exp = torch.exp(scaled - top)
+        return exp / exp.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(exp.dtype).tiny)
+
+    def normalise(self, scores: Tensor, d_k: int, d_v: int, d_in: int, causal: bool, mask: Tensor | None) -> Tensor:
+        scaled = self.scale(scores, d_k, d_v, d_in)
+        allowed = self.visible(scores.shape[-2], scores.shape[-1], causal, mask, scores.device)
+        if allowed is not None:
+            scaled = self.hide(scaled, allowed)
+        return self.softmax(scaled)
+
+    def mix(self, weights: Tensor, values: Tensor, keys: Tensor) -> Tensor:
+        return weights @ values
+
+    def attention_weights(self, scores: Tensor, d_k: int, causal: bool = False, mask: Tensor | None = None) -> Tensor:
+        return self.normalise(scores, d_k, d_k, d_k, causal, mask)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal: bool) -> tuple[Tensor, Tensor]:
+        queries, keys, values = self.project(x_q, w_q), self.project(x_kv, w_k), self.project(x_kv, w_v)
+        scores = self.attention_scores(queries, keys)
+        weights = self.normalise(scores, keys.shape[-1], values.shape[-1], x_q.shape[-1], causal, None)
+        return self.mix(weights, values, keys), weights
+
+    # attention functions ----------------------------------------------------
+    def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal: bool = False) -> tuple[Tensor, Tensor]:
+        return self.attend(x_q, x_kv, w_q, w_k, w_v, causal)
+
+    def self_attention(self, x, w_q, w_k, w_v, causal: bool = False) -> tuple[Tensor, Tensor]:
+        return self.cross_attention(x, x, w_q, w_k, w_v, causal)
+
+    def heads(self, x: Tensor, w: Tensor) -> Tensor:
+        """x (..., n, d_in), w (h, d_out, d_in) -> (..., h, n, d_out)."""
+        return self.project(x.unsqueeze(-3), w)
+
+    def multihead_attention(self, x, w_q, w_k, w_v, causal: bool = False) -> tuple[Tensor, Tensor]:
+        queries, keys, values = self.heads(x, w_q), self.heads(x, w_k), self.heads(x, w_v)
+        scores = self.attention_scores(queries, keys)
+        weights = self.normalise(scores, keys.shape[-1], values.shape[-1], x.shape[-1], causal, None)
+        return self.mix(weights, values, keys), weights
+
+    def concat(self, per_head: Tensor) -> Tensor:
+        """(..., h, n, d_v) -> (..., n, h·d_v), head-major."""
+        return per_head.movedim(-3, -2).flatten(-2)
+
+    def multihead_attention_concat(self, x, w_q, w_k, w_v, w_o=None, causal: bool = False):
+        per_head, weights = self.multihead_attention(x, w_q, w_k, w_v, causal)
+        joined = self.concat(per_head)
+        return (joined if w_o is None else joined @ w_o.transpose(-2, -1)), weights
+
+
+# ---------------------------------------------------------------- tokens
+class VocabByAppearance(Pipeline):
+    """Numbers words in order of appearance instead of sorting them."""
+
+    catches = ("TOK-VOCAB",)
+
+    def build_vocab(self, sentence):
+        return {w: i for i, w in enumerate(dict.fromkeys(self.words(sentence)))}
+
+
+class VocabKeepsPunctuation(Pipeline):
+    """Only removes commas, as the seed does, so "first." is a word."""
+
+    catches = ("TOK-VOCAB",)
+
+    def build_vocab(self, sentence):
+        return {w: i for i, w in enumerate(sorted(set(sentence.replace(",", "").split())))}
+
+
+class EmbedThroughOneHot(Pipeline):
+    """Embeds by multiplying a one-hot matrix in half precision."""
+
+    catches = ("EMB-LOOKUP",)
+
+    def embed(self, ids, table):
+        one_hot = F.one_hot(ids, table.shape[0]).to(torch.bfloat16)
+        return (one_hot @ table.to(torch.bfloat16)).to(table.dtype)
+
+
+# ------------------------------------------------------------ projection
+class ProjectWithoutTranspose(Pipeline):
+    """x @ W: runs only when the weight happens to be square, and is wrong then."""
+
+    catches = ("PROJ-LAYOUT",)
+
+    def project(self, x, weight):
+        return x @ weight
+
+
+class KeysFromValueWeights(Pipeline):
+    """Copy-paste slip: keys projected with W_V (crashes unless d_k = d_v, wrong when it runs)."""
+
+    catches = ("PROJ-ROLES",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        return super().attend(x_q, x_kv, w_q, w_v, w_v, causal)
+
+
+# ----------------------------------------------------------------- scores
+class ScoresTransposed(Pipeline):
+    """K Qᵀ: rows are keys."""
+
+    catches = ("SCORE-DOT",)
+
+    def attention_scores(self, queries, keys):
+        return keys @ queries.transpose(-2, -1)
+
+
+# ---------------------------------------------------------------- weights
+class NoScale(Pipeline):
+    """Forgets the 1/√d_k."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        return scores
+
+
+class ScaleByDk(Pipeline):
+    """Divides by d_k instead of √d_k."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        return scores / d_k
+
+
+class ScaleBySqrtDv(Pipeline):
+    """Takes the value width for the scale."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        return scores / math.sqrt(d_v)
+
+
+class ScaleBySqrtModelWidth(Pipeline):
+    """Takes the input (model) width for the scale."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        return scores / math.sqrt(d_in)
+
+
+class ScaleMultiplied(Pipeline):
+    """Multiplies by √d_k instead of dividing."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        return scores * math.sqrt(d_k)
+
+
+class SoftmaxOverQueries(Pipeline):
+    """softmax(dim=-2): columns sum to one."""
+
+    catches = ("WEIGHTS-SOFTMAX",)
+
+    def softmax(self, scaled):
+        return torch.softmax(scaled, dim=-2).nan_to_num(0.0)
+
+
+class UnstableExp(Pipeline):
+    """exp(s) / Σ exp(s) without subtracting the maximum: inf / inf for large scores."""
+
+    catches = ("WEIGHTS-STABLE",)
+
+    def softmax(self, scaled):
+        exp = torch.exp(scaled)
+        return exp / exp.sum(dim=-1, keepdim=True)
+
+
+class WeightsBeforeSoftmax(Pipeline):
+    """Returns the scaled scores as 'weights' (the context itself is right)."""
+
+    catches = ("WEIGHTS-PROBABILITY",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        context, _ = super().attend(x_q, x_kv, w_q, w_k, w_v, causal)
+        scores = self.attention_scores(self.project(x_q, w_q), self.project(x_kv, w_k))
+        return context, scores / math.sqrt(w_k.shape[-2])
+
+
+class ChunkNormalisedPastLength(Pipeline):
+    """Past 128 keys a 'memory-saving' path normalises each chunk of 128 on its own."""
+
+    catches = ("WEIGHTS-PROBABILITY",)
+
+    def softmax(self, scaled):
+        if scaled.shape[-1] <= 128:
+            return super().softmax(scaled)
+        return torch.cat([super(ChunkNormalisedPastLength, self).softmax(c) for c in scaled.split(128, dim=-1)], dim=-1)
+
+
+# ---------------------------------------------------------------- context
+class ContextDropsLastPartialTile(Pipeline):
+    """A tiled context loop over blocks of 16 keys that forgets the last, partial block."""
+
+    catches = ("CONTEXT-MIX",)
+
+    def mix(self, weights, values, keys):
+        full = (values.shape[-2] // 16) * 16
+        if full == 0:
+            return weights @ values
+        return weights[..., :full] @ values[..., :full, :]
+
+
+class ContextFromKeys(Pipeline):
+    """Mixes the keys instead of the values."""
+
+    catches = ("CONTEXT-MIX",)
+
+    def mix(self, weights, values, keys):
+        return weights @ keys
+
+
+# ----------------------------------------------------------------- causal
+class MaskAfterSoftmax(Pipeline):
+    """Zeroes the future after the softmax, without renormalising."""
+
+    catches = ("CAUSAL-RENORM",)
+
+    def normalise(self, scores, d_k, d_v, d_in, causal, mask):
+        weights = self.softmax(self.scale(scores, d_k, d_v, d_in))
+        allowed = self.visible(scores.shape[-2], scores.shape[-1], causal, mask, scores.device)
+        return weights if allowed is None else weights.masked_fill(~allowed, 0.0)
+
+
+class MaskFilledWithZero(Pipeline):
+    """Fills masked scores with 0 instead of -inf."""
+
+    catches = ("CAUSAL-MASK",)
+
+    def hide(self, scaled, allowed):
+        return scaled.masked_fill(~allowed, 0.0)
+
+
+class MaskFilledWithMinus1e4(Pipeline):
+    """Fills masked scores with -10000, "small enough" until the scores are large."""
+
+    catches = ("CAUSAL-MASK",)
+
+    def hide(self, scaled, allowed):
+        return scaled.masked_fill(~allowed, -1e4)
+
+
+class MaskOffByOne(Pipeline):
+    """tril(-1): a query cannot see itself."""
+
+    catches = ("CAUSAL-MASK",)
+
+    def visible(self, n_q, n_kv, causal, mask, device):
+        allowed = mask
+        if causal:
+            lower = torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril(-1)
+            allowed = lower if allowed is None else allowed & lower
+        return allowed
+
+
+class MaskInverted(Pipeline):
+    """triu: queries see the future and not the past."""
+
+    catches = ("CAUSAL-MASK",)
+
+    def visible(self, n_q, n_kv, causal, mask, device):
+        allowed = mask
+        if causal:
+            upper = torch.ones(n_q, n_kv, dtype=torch.bool, device=device).triu()
+            allowed = upper if allowed is None else allowed & upper
+        return allowed
+
+
+class MaskBottomRight(Pipeline):
+    """Aligns the causal mask bottom-right (FlashAttention ≥ 2.1) instead of top-left."""
+
+    catches = ("CAUSAL-MASK",)
+
+    def visible(self, n_q, n_kv, causal, mask, device):
+        allowed = mask
+        if causal:
+            lower = torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril(n_kv - n_q)
+            allowed = lower if allowed is None else allowed & lower
+        return allowed
+
+
+class ExplicitMaskTrueMeansHidden(Pipeline):
+    """Reads True in an explicit mask as "masked" (key_padding_mask convention)."""
+
+    catches = ("MASK-EXPLICIT",)
+
+    def visible(self, n_q, n_kv, causal, mask, device):
+        return super().visible(n_q, n_kv, causal, None if mask is None else ~mask, device)
+
+
+class EmptyRowGivesNaN(Pipeline):
+    """Plain softmax after masking: a row with no visible key becomes NaN."""
+
+    catches = ("MASK-EMPTY-ROW",)
+
+    def softmax(self, scaled):
+        return torch.softmax(scaled, dim=-1)
+
+
+# -------------------------------------------------------------- multi-head
+class HeadsShareFirstWeights(Pipeline):
+    """Every head uses head 0's weights."""
+
+    catches = ("MH-HEADS",)
+
+    def heads(self, x, w):
+        return super().heads(x, w[:1].expand_as(w))
+
+
+class HeadsScaledByTotalWidth(Pipeline):
+    """Multi-head scaled by √(h·d_k), the width of all heads together."""
+
+    catches = ("MH-HEADS",)
+
+    def multihead_attention(self, x, w_q, w_k, w_v, causal=False):
+        queries, keys, values = self.heads(x, w_q), self.heads(x, w_k), self.heads(x, w_v)
+        heads, d_k = keys.shape[-3], keys.shape[-1]
+        scores = self.attention_scores(queries, keys)
+        weights = self.normalise(scores, heads * d_k, values.shape[-1], x.shape[-1], causal, None)
+        return self.mix(weights, values, keys), weights
+
+
+class ConcatFeatureMajor(Pipeline):
+    """Concatenates with the head axis last: features of the heads interleaved."""
+
+    catches = ("MH-CONCAT",)
+
+    def concat(self, per_head):
+        return per_head.movedim(-3, -1).flatten(-2)
+
+
+# ------------------------------------------------------------------ cross
+class CrossValuesFromQueries(Pipeline):
+    """Values taken from x_q in cross-attention."""
+
+    catches = ("CROSS-SOURCES",)
+
+    def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal=False):
+        queries, keys, values = self.project(x_q, w_q), self.project(x_kv, w_k), self.project(x_q, w_v)
+        weights = self.normalise(self.attention_scores(queries, keys), keys.shape[-1], 0, 0, causal, None)
+        return weights @ values, weights
+
+
+class CrossKeysFromQueries(Pipeline):
+    """Keys taken from x_q in cross-attention."""
+
+    catches = ("CROSS-SOURCES",)
+
+    def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal=False):
+        queries, keys, values = self.project(x_q, w_q), self.project(x_q, w_k), self.project(x_kv, w_v)
+        weights = self.normalise(self.attention_scores(queries, keys), keys.shape[-1], 0, 0, causal, None)
+        return weights @ values, weights
+
+
+# -------------------------------------------------------------- interface
+class BatchAttendsAcrossExamples(Pipeline):
+    """Flattens the batch into one long sequence: examples attend to each other."""
+
+    catches = ("API-BATCH",)
+
+    def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal=False):
+        if x_q.dim() <= 2:
+            return self.attend(x_q, x_kv, w_q, w_k, w_v, causal)
+        batch = x_q.shape[:-2]
+        flat_q = x_q.reshape(-1, x_q.shape[-1])
+        flat_kv = x_kv.reshape(-1, x_kv.shape[-1])
+        context, weights = self.attend(flat_q, flat_kv, w_q, w_k, w_v, causal)
+        n_q, n_kv = x_q.shape[-2], x_kv.shape[-2]
+        blocks = [weights[i * n_q:(i + 1) * n_q, i * n_kv:(i + 1) * n_kv] for i in range(flat_q.shape[0] // n_q)]
+        return context.reshape(*batch, n_q, -1), torch.stack(blocks).reshape(*batch, n_q, n_kv)
+
+
+class SqueezesSingleToken(Pipeline):
+    """.squeeze() on the result: a single token loses its axis."""
+
+    catches = ("API-SHAPES",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        context, weights = super().attend(x_q, x_kv, w_q, w_k, w_v, causal)
+        return context.squeeze(), weights.squeeze()
+
+
+class ReturnsFloat64(Pipeline):
+    """Computes in float64 and forgets to cast back."""
+
+    catches = ("API-DTYPE",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        return super().attend(x_q.double(), x_kv.double(), w_q.double(), w_k.double(), w_v.double(), causal)
+
+
+class ScalesScoresInPlace(Pipeline):
+    """attention_weights divides the caller's scores in place."""
+
+    catches = ("API-PURE",)
+
+    def attention_weights(self, scores, d_k, causal=False, mask=None):
+        scores /= math.sqrt(d_k)
+        return self.normalise(scores, 1, 1, 1, causal, mask)
+
+
+class DropoutLeftOn(Pipeline):
+    """Dropout on the weights left in training mode."""
+
+    catches = ("API-DETERMINISTIC",)
+
+    def softmax(self, scaled):
+        return F.dropout(super().softmax(scaled), p=0.1, training=True)
+
+
+class PrintsEverything(Pipeline):
+    """Debug prints of every intermediate left in."""
+
+    catches = ("API-QUIET",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        context, weights = super().attend(x_q, x_kv, w_q, w_k, w_v, causal)
+        for _ in range(20):
+            print("weights:", repr(weights.tolist())[:4000], "context:", repr(context.tolist())[:4000])
+        return context, weights
+
+
+class PositionBiasWithoutMask(Pipeline):
+    """Adds a position-dependent bias to the scores even when causal=False."""
+
+    catches = ("SYM-EQUIVARIANT",)
+
+    def scale(self, scores, d_k, d_v, d_in):
+        bias = torch.arange(scores.shape[-1], device=scores.device, dtype=scores.dtype) * 1e-2
+        return scores / math.sqrt(d_k) + bias
+
+
+# --------------------------------------------------------------- numerics
+class HalfPrecisionInside(Pipeline):
+    """Computes in bfloat16 whatever the inputs are, casting back at the end."""
+
+    catches = ("NUM-ACCURACY",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        low = [t.to(torch.bfloat16) for t in (x_q, x_kv, w_q, w_k, w_v)]
+        context, weights = super().attend(*low, causal)
+        return context.to(x_q.dtype), weights.to(x_q.dtype)
+
+
+class DetachesTheWeights(Pipeline):
+    """.detach() on the weights: no gradient reaches W_Q or W_K."""
+
+    catches = ("NUM-GRADIENTS",)
+
+    def softmax(self, scaled):
+        return super().softmax(scaled).detach()
+
+
+# ----------------------------------------------------------------- golden
+class ReproducesOnlyTheSeed(Pipeline):
+    """Returns the golden answer on the seed's own inputs and forgets the scale elsewhere."""
+
+    catches = ("WEIGHTS-SCALE",)
+
+    def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
+        seed_x = torch.from_numpy(golden.load("embedding/x").copy())
+        if not causal and x_q.shape == seed_x.shape and torch.equal(x_q.detach().cpu().float(), seed_x):
+            context = torch.from_numpy(golden.load("self/context").copy())
+            weights = torch.from_numpy(golden.load("self/weights").copy())
+            return context.to(x_q), weights.to(x_q)
+        queries, keys, values = self.project(x_q, w_q), self.project(x_kv, w_k), self.project(x_kv, w_v)
+        weights = self.softmax(self.attention_scores(queries, keys))
+        return weights @ values, weights
+
+
+CORRECT = Pipeline
+MUTANTS = [
+    cls
+    for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, Pipeline) and cls is not Pipeline
+]
