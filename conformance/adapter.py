@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 import spec
+from conformance import integrity
 from conformance.capabilities import DTYPES, Capabilities, CapabilityError
 from conformance.capabilities import parse as parse_capabilities
 from conformance.loader import LoadError, load_target
@@ -108,6 +109,15 @@ def _where(error: BaseException) -> str:
     """file:line of the innermost frame, to point the author at the line that failed."""
     frames = traceback.extract_tb(error.__traceback__)
     return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+def _changed(original: Any, copy: Any) -> bool:
+    """Whether the copy handed to the implementation differs from the caller's tensor now."""
+    if not isinstance(original, Tensor):
+        return False
+    if isinstance(copy, np.ndarray):
+        return not np.array_equal(copy, original.detach().cpu().numpy())
+    return not torch.equal(copy, original)
 
 
 def _describe(value: object) -> str:
@@ -203,8 +213,13 @@ class Implementation:
         stream = _CappedStream()
         start = time.perf_counter()
         try:
-            with _time_limit(self.call_timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-                result = fn(*passed_args, **passed_kwargs)
+            with (
+                _time_limit(self.call_timeout),
+                contextlib.redirect_stdout(stream),
+                contextlib.redirect_stderr(stream),
+                integrity.submission_code(),
+            ):
+                return fn(*passed_args, **passed_kwargs)
         except _Timeout:
             self._hung.add(function)
             raise ImplementationError(
@@ -214,14 +229,10 @@ class Implementation:
             raise ImplementationError(f"{function} called exit({error.code!r})") from None
         except Exception as error:
             raise ImplementationError(f"{function} raised {type(error).__name__}: {error}{_where(error)}", error) from None
-        mutated = []
-        for label, original, copy in zip(labels, given, passed):
-            if isinstance(original, Tensor):
-                reference = original.detach().cpu().numpy() if isinstance(copy, np.ndarray) else original
-                if not (np.array_equal(copy, reference) if isinstance(copy, np.ndarray) else torch.equal(copy, reference)):
-                    mutated.append(label)
-        self.last_call = CallRecord(function, mutated, stream.count, time.perf_counter() - start)
-        return result
+        finally:
+            # recorded whether the call returned or not: what it printed and wrote counts either way
+            mutated = [label for label, original, copy in zip(labels, given, passed) if _changed(original, copy)]
+            self.last_call = CallRecord(function, mutated, stream.count, time.perf_counter() - start)
 
     def tensor(self, function: str, *args: Any, **kwargs: Any) -> Tensor:
         """Call a function that returns one array."""

@@ -15,7 +15,7 @@ import torch
 from hypothesis import reject
 
 from conformance import oracle
-from conformance.adapter import Attention, Implementation
+from conformance.adapter import Attention, Implementation, ImplementationError
 from conformance.assertions import check_shape
 from conformance.capabilities import DTYPES
 from conformance.strategies import Inputs, Problem
@@ -170,35 +170,55 @@ def shapes(problem: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 @dataclass(frozen=True)
 class Call:
-    """One call made by exercise(): which function, what it returned, what else it did."""
+    """One call made by exercise(): which function, what it returned (or the error), what else it did."""
 
     function: str
     outputs: tuple[torch.Tensor | None, ...]
     record: object
+    error: str = ""
 
 
 def exercise(implementation: Implementation, problem: Problem, dtype: str, device: str) -> list[Call]:
-    """Call every claimed computing function once on inputs derived from one self-attention problem.
+    """Call every claimed computing function once on inputs derived from one problem.
 
-    Used by the interface clauses (dtype, device, purity, determinism, quiet),
-    which hold for every function alike.
+    Used by the interface clauses (shapes, dtype, device, purity, determinism,
+    quiet), which hold for every function alike. A function that raises is
+    recorded with its error and the others still run: its failure belongs to
+    its own clauses.
     """
     problem = fit_batch(problem, implementation)
-    calls: list[Call] = []
-    dims = {"self": problem, "cross": replace(problem, kind="cross"), "multihead": replace(problem, kind="multihead"),
-            "concat": replace(problem, kind="concat")}
-    for kind in claimed_kinds(implementation):
-        case = Case(implementation, dims[kind], dtype, device)
-        out = case.run()
-        calls.append(Call(case.function, tuple(out), implementation.last_call))
-    i = problem.tensors(DTYPES[dtype], device)
+    single = replace(problem, kind="self", n_kv=problem.n_q, d_in_kv=problem.d_in)
+    kinds = {
+        "self": single,
+        "cross": problem if problem.kind == "cross" else replace(single, kind="cross"),
+        "multihead": replace(single, kind="multihead"),
+        "concat": replace(single, kind="concat"),
+    }
+    i = kinds["cross"].tensors(DTYPES[dtype], device)
     queries, keys = i.x_q @ i.w_q.transpose(-2, -1), i.x_kv @ i.w_k.transpose(-2, -1)
     steps = {
-        "project": (i.x_q, i.w_q),
-        "attention_scores": (queries, keys),
-        "attention_weights": (queries @ keys.transpose(-2, -1), problem.d_k),
+        "project": lambda: (implementation.tensor("project", i.x_q, i.w_q),),
+        "attention_scores": lambda: (implementation.tensor("attention_scores", queries, keys),),
+        "attention_weights": lambda: (
+            implementation.tensor("attention_weights", queries @ keys.transpose(-2, -1), problem.d_k),
+        ),
     }
-    for function, args in steps.items():
-        if implementation.has(function):
-            calls.append(Call(function, (implementation.tensor(function, *args),), implementation.last_call))
+    for kind in claimed_kinds(implementation):
+        steps[FUNCTION_OF[kind]] = lambda kind=kind: tuple(Case(implementation, kinds[kind], dtype, device).run())
+    calls: list[Call] = []
+    for function, call in steps.items():
+        if not implementation.has(function):
+            continue
+        try:
+            calls.append(Call(function, call(), implementation.last_call))
+        except ImplementationError as error:
+            calls.append(Call(function, (), implementation.last_call, str(error)))
     return calls
+
+
+def returned(calls: list[Call]) -> list[Call]:
+    """The calls that returned; fails the test when none did (there is nothing to check then)."""
+    good = [c for c in calls if not c.error]
+    if calls and not good:
+        raise ImplementationError(f"no function returned a result; {calls[0].error}")
+    return good

@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None, help="hypothesis profile (default ci)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write clause verdicts as JSON")
     parser.add_argument("--call-timeout", type=float, default=None, metavar="SECONDS", help="limit per call")
+    teaching = parser.add_argument_group("teaching")
+    teaching.add_argument("--rubric", default=None, metavar="PATH", help="course rubric: points, hidden clauses (TOML)")
+    teaching.add_argument("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json")
+    teaching.add_argument("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student")
+    teaching.add_argument("--reveal-hidden", action="store_true", help="show hidden clauses to the student")
+    teaching.add_argument("--grading", action="store_true", help="refuse reads of the golden files and the reference")
     return parser
 
 
@@ -47,6 +53,10 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
         arguments += ["--conformance-json", args.json]
     if args.call_timeout is not None:
         arguments += ["--call-timeout", str(args.call_timeout)]
+    for option in ("rubric", "gradescope", "feedback"):
+        if getattr(args, option):
+            arguments += [f"--{option}", getattr(args, option)]
+    arguments += [flag for flag, on in (("--reveal-hidden", args.reveal_hidden), ("--grading", args.grading)) if on]
     return arguments + extra
 
 

@@ -1,15 +1,22 @@
-"""Work out what a wrong result corresponds to, to say it in the failure message.
+"""Work out what a wrong result corresponds to, to say it in words.
 
 These functions never decide a verdict; they only turn "the numbers differ"
-into "your weights are softmax(ω / 24), i.e. divided by d_k".
+into "your weights are softmax(ω / 24), i.e. divided by d_k" (in a failure
+message) or "your weights match what you get with the softmax over the
+queries" (after a run, for a student).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+import spec
 
 USABLE_WEIGHT = 1e-30  # below this a weight carries no information about the scale
 
@@ -55,3 +62,195 @@ def scale_hint(weights: Tensor, scores: Tensor, dims: dict[str, int]) -> str:
         return ""
     divisor = 1 / alpha
     return f"your weights fit softmax(ω / {divisor:.4g}), a divisor of {name_scale(divisor, dims)}; the spec divides by √d_k = {math.sqrt(dims['d_k']):.4g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Which known mistake does a submission make? Compare its outputs on the golden inputs with the
+# outputs of every mistake in conformance.mistakes on the same inputs.
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One call on the seed's inputs: the function, its arguments and keyword arguments."""
+
+    label: str
+    function: str
+    args: tuple
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str  # "mistake" (a known mistake matches) or "observation" (what was seen instead)
+    title: str
+    text: str
+    clauses: tuple[str, ...]
+    probes: tuple[str, ...]
+
+    def sentence(self) -> str:
+        shown = ", ".join(self.probes[:3]) + (f" and {len(self.probes) - 3} more" if len(self.probes) > 3 else "")
+        where = f" (seen in: {shown})" if self.probes else ""
+        if self.kind == "mistake":
+            clause_titles = "; ".join(f"{c}: {spec.load().clause(c).title}" for c in self.clauses)
+            return f"{self.text}{where}. Hint: see {clause_titles} in spec/SPEC.md."
+        return f"{self.text}{where}."
+
+
+def _golden_probes() -> list[Probe]:
+    import golden
+
+    def t(name: str) -> Tensor:
+        return torch.from_numpy(golden.load(name).copy())
+
+    sentence = golden.manifest()["sentence"]
+    x, w_q, w_k, w_v = t("embedding/x"), t("projection/w_q"), t("projection/w_k"), t("projection/w_v")
+    heads = (t("multihead/w_q"), t("multihead/w_k"), t("multihead/w_v"))
+    x_kv, omega = t("cross/x_kv"), t("scores/omega")
+    mask = torch.ones(6, 6, dtype=torch.bool).tril().flip(-1)
+    mask[2] = False  # one query with no key at all
+    batch = torch.stack([x, x.flip(0)])
+    return [
+        Probe("vocabulary", "build_vocab", (sentence,), {}),
+        Probe("token ids", "token_ids", (sentence, golden.load_json("tokens/vocab")), {}),
+        Probe("embedding", "embed", (t("tokens/ids"), t("embedding/table")), {}),
+        Probe("projection", "project", (x, w_k), {}),
+        Probe("scores", "attention_scores", (t("projection/queries"), t("projection/keys")), {}),
+        Probe("weights step", "attention_weights", (omega, 24), {}),
+        Probe("weights step, causal", "attention_weights", (omega, 24), {"causal": True}),
+        Probe("weights step, explicit mask", "attention_weights", (omega, 24), {"mask": mask}),
+        Probe("self-attention", "self_attention", (x, w_q, w_k, w_v), {}),
+        Probe("causal self-attention", "self_attention", (x, w_q, w_k, w_v), {"causal": True}),
+        Probe("batched self-attention", "self_attention", (batch, w_q, w_k, w_v), {}),
+        # scaled up, to tell the stable softmax from exp(s) / Σ exp(s)
+        Probe("weights step, large scores", "attention_weights", (omega * 1000, 24), {}),
+        Probe("self-attention, large scores", "self_attention", (x, w_q * 100, w_k, w_v), {}),
+        Probe("cross-attention", "cross_attention", (x, x_kv, w_q, w_k, w_v), {}),
+        # as many keys as queries, so that mixing up x_q and x_kv runs instead of crashing
+        Probe("cross-attention, 6 keys", "cross_attention", (x, x_kv[:6], w_q, w_k, w_v), {}),
+        Probe("causal cross-attention", "cross_attention", (x, x_kv, w_q, w_k, w_v), {"causal": True}),
+        Probe("multi-head attention", "multihead_attention", (x, *heads), {}),
+        Probe("concatenated multi-head attention", "multihead_attention_concat", (x, *heads), {}),
+    ]
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.shape != b.shape:
+            return False
+        a64, b64 = a.detach().double().cpu(), b.detach().double().cpu()
+        return bool(torch.allclose(a64, b64, rtol=1e-3, atol=1e-5, equal_nan=True))
+    return a == b
+
+
+def _reference_call(pipeline: object, probe: Probe) -> object:
+    # copies: some mistakes write into their inputs, which must not leak into the next call
+    args = [a.clone() if isinstance(a, Tensor) else a for a in probe.args]
+    kwargs = {k: v.clone() if isinstance(v, Tensor) else v for k, v in probe.kwargs.items()}
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return getattr(pipeline, probe.function)(*args, **kwargs)
+        except Exception:  # a mistake that crashes on this input matches nothing
+            return None
+
+
+def _submission_call(implementation, probe: Probe) -> object:
+    """The submission's output on the probe, None if unusable, or the ImplementationError it raised."""
+    from conformance.adapter import ImplementationError
+
+    try:
+        result = implementation.call(probe.function, *probe.args, **probe.kwargs)
+    except ImplementationError as error:
+        return error
+    if isinstance(result, (tuple, list)):
+        return tuple(implementation._from_impl(probe.function, r) if r is not None else None for r in result)
+    if isinstance(result, dict):
+        return result
+    try:
+        return implementation._from_impl(probe.function, result)
+    except AssertionError:
+        return None
+
+
+def _observe(probe: Probe, got: object, expected: object) -> str:
+    """What is wrong with a probe's output, in numbers, when no known mistake explains it."""
+    pairs = list(zip(got, expected)) if isinstance(got, tuple) and isinstance(expected, tuple) else [(got, expected)]
+    names = ["context", "weights"] if len(pairs) == 2 else ["output"]
+    for name, (a, b) in zip(names, pairs):
+        if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+            if a != b:
+                return f"{probe.function} returned {a!r}; expected {b!r}"
+            continue
+        if a.shape != b.shape:
+            return f"your {name} has shape {tuple(a.shape)}; expected {tuple(b.shape)}"
+        a64 = a.detach().double().cpu()
+        if not torch.isfinite(a64).all():
+            return f"your {name} contains NaN or inf"
+        if name == "weights" or probe.function == "attention_weights":
+            sums, expected_sums = a64.sum(-1), b.double().sum(-1)
+            off = (sums - expected_sums).abs()
+            if off.max().item() > 1e-3:
+                row = int(off.flatten().argmax())
+                return (
+                    f"row {row} of your weights sums to {sums.flatten()[row].item():.3g}, expected "
+                    f"{expected_sums.flatten()[row].item():.3g} (your rows sum to {sums.min().item():.3g}–{sums.max().item():.3g})"
+                )
+        error = (a64 - b.detach().double()).abs().max().item()
+        if error > 1e-3 * (1 + b.abs().max().item()):
+            return f"your {name} differs from the expected one by up to {error:.3g}"
+    return ""
+
+
+def diagnose(implementation) -> list[Diagnosis]:
+    """Known mistakes that explain the submission's outputs on the golden inputs, else observations.
+
+    A mistake's signature is the probes where it differs from a correct
+    implementation. It is named when the submission equals it on at least half
+    of the signature probes the submission answered (a student may have fixed
+    one corner of a mistake, or made a second one elsewhere).
+    """
+    from conformance import mistakes
+
+    correct = mistakes.Pipeline()
+    candidates = {m: m() for m in mistakes.MISTAKES}
+    agree: dict[type, list[str]] = {m: [] for m in candidates}
+    disagree: dict[type, int] = {m: 0 for m in candidates}
+    observations: dict[str, list[str]] = {}
+    for probe in _golden_probes():
+        if not implementation.has(probe.function) or any(not implementation.accepts(probe.function, k) for k in probe.kwargs):
+            continue
+        got = _submission_call(implementation, probe)
+        if isinstance(got, AssertionError):  # it raised or hung on the seed's own inputs: say so
+            observations.setdefault(f"{got} on the seed's inputs", []).append(probe.label)
+            continue
+        if got is None:
+            continue
+        expected = _reference_call(correct, probe)
+        explained = False
+        for kind, candidate in candidates.items():
+            theirs = _reference_call(candidate, probe)
+            if theirs is None or _same(theirs, expected):
+                continue  # not part of this mistake's signature
+            if _same(got, theirs):
+                agree[kind].append(probe.label)
+                explained = True
+            else:
+                disagree[kind] += 1
+        if not explained and not _same(got, expected):
+            text = _observe(probe, got, expected)
+            if text:
+                observations.setdefault(text, []).append(probe.label)
+    ranked = [kind for kind in candidates if agree[kind] and len(agree[kind]) >= disagree[kind]]
+    ranked.sort(key=lambda kind: (-len(agree[kind]), disagree[kind]))
+    named: list[type] = []
+    for kind in ranked:  # a mistake that explains nothing a better-ranked one does not is left out
+        if not any(set(agree[kind]) <= set(agree[other]) for other in named):
+            named.append(kind)
+    result = [
+        Diagnosis("mistake", kind.__name__, (kind.__doc__ or kind.__name__).strip().rstrip("."), tuple(kind.catches),
+                  tuple(agree[kind]))
+        for kind in named
+    ]
+    result += [Diagnosis("observation", "observed", text, (), tuple(labels)) for text, labels in observations.items()]
+    return result

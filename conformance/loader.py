@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from conformance import integrity
+
 
 class LoadError(RuntimeError):
     """The implementation cannot be loaded; the message says why and what to do."""
@@ -77,7 +79,8 @@ def _import_path(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with integrity.submission_code():
+            spec.loader.exec_module(module)
     except BaseException as error:  # SystemExit from a submission is a load error too
         sys.modules.pop(name, None)
         raise LoadError(f"importing {path} failed: {_short_traceback(error)}") from None
@@ -86,7 +89,8 @@ def _import_path(path: Path) -> ModuleType:
 
 def _import_module(name: str) -> ModuleType:
     try:
-        return importlib.import_module(name)
+        with integrity.submission_code():
+            return importlib.import_module(name)
     except ModuleNotFoundError as error:
         if error.name and name.startswith(error.name):
             raise LoadError(

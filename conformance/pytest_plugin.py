@@ -2,8 +2,11 @@
 
 Options: --impl / ATTENTION_IMPL (the implementation under test, default: the
 bundled reference `impl`), --conformance-profile / CONFORMANCE_PROFILE
-(hypothesis profile: ci, dev, thorough), --call-timeout (seconds per call into
-the implementation), --conformance-json PATH (clause verdicts as JSON).
+(hypothesis profile: ci, fast, dev, thorough), --call-timeout (seconds per call
+into the implementation), --conformance-json PATH (verdicts, scores and
+diagnoses as JSON); for teaching: --rubric PATH, --gradescope PATH
+(results.json), --feedback PATH (Markdown for the student), --reveal-hidden,
+--grading (refuse reads of the golden files and the reference).
 
 It does nothing for tests that carry no @clause marker.
 """
@@ -19,23 +22,27 @@ from hypothesis import HealthCheck, Phase, settings
 
 import spec
 from golden import GoldenError
-from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE
+from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE, integrity
 from conformance.adapter import DEFAULT_CALL_TIMEOUT, Implementation, ImplementationError
 from conformance.assertions import ClauseFailure
 from conformance.loader import LoadError
-from conformance.report import Collector, TestOutcome, render_table, skip_kind, to_json, write_json
+from conformance.diagnosis import diagnose
+from conformance.feedback import Outcome, write
+from conformance.report import Collector, TestOutcome, skip_kind
+from conformance.rubric import Rubric, RubricError, load_rubric
 
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
+RUBRIC = pytest.StashKey[Rubric]()
 
 _QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # no "explain" phase: its coverage notes about the suite's own lines would only confuse the reader
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 PROFILES = {
     # CI: same examples every run (no flakes), no example database, bounded; failures shrunk to small examples
-    "ci": dict(derandomize=True, database=None, max_examples=15, phases=_PHASES),
+    "ci": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
     # the same examples without shrinking: for running many implementations (mutation matrix, batch grading)
-    "fast": dict(derandomize=True, database=None, max_examples=15, phases=_PHASES[:-1]),
+    "fast": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES[:-1]),
     # development: random, remembers failures in .hypothesis/
     "dev": dict(max_examples=50, phases=_PHASES),
     # before a release or when hunting a bug
@@ -73,7 +80,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_CALL_TIMEOUT,
         help=f"seconds one call into the implementation may take (default {DEFAULT_CALL_TIMEOUT:g})",
     )
-    group.addoption("--conformance-json", default=None, metavar="PATH", help="write clause verdicts as JSON to PATH")
+    group.addoption("--conformance-json", default=None, metavar="PATH", help="write verdicts and scores as JSON to PATH")
+    group.addoption("--rubric", default=None, metavar="PATH", help="course rubric (points, hidden clauses), TOML")
+    group.addoption("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json to PATH")
+    group.addoption("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student to PATH")
+    group.addoption("--reveal-hidden", action="store_true", help="show hidden clauses to students (after the deadline)")
+    group.addoption(
+        "--grading", action="store_true", help="refuse the implementation's reads of golden files and the reference"
+    )
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -93,6 +107,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[COLLECTOR] = Collector()
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(f"conformance-{profile_name(config)}")
+    try:
+        config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
+    except RubricError as error:
+        raise pytest.UsageError(str(error)) from None
+    if config.getoption("grading"):
+        integrity.install()
 
 
 def implementation_of(config: pytest.Config) -> Implementation:
@@ -195,10 +215,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     implementation = config.stash.get(IMPLEMENTATION, None)
     name = implementation.name if implementation else target_of(config)
     verdicts = collector.verdicts()
+    failed = any(v.verdict == "failed" for v in verdicts)
+    outcome = Outcome(
+        implementation=name,
+        description=implementation.describe() if implementation else "",
+        verdicts=verdicts,
+        rubric=config.stash[RUBRIC],
+        diagnoses=diagnose(implementation) if failed and implementation else [],
+        violations=list(integrity.violations),
+    )
+    reveal = config.getoption("reveal_hidden")
+    outputs = {
+        "conformance_json": lambda: outcome.to_json(),
+        "gradescope": lambda: outcome.to_gradescope(reveal),
+        "feedback": lambda: outcome.to_markdown(reveal),
+    }
+    written = []
+    for option, render in outputs.items():  # files first: they matter even if the terminal is gone
+        path = config.getoption(option)
+        if path:
+            write(Path(path), render())
+            written.append(path)
     terminalreporter.write_sep("=", f"attention conformance: {name}")
-    terminalreporter.write_line(render_table(verdicts, name, terminalreporter._tw.fullwidth))
-    path = config.getoption("conformance_json")
-    if path:
-        description = implementation.describe() if implementation else ""
-        write_json(Path(path), to_json(verdicts, name, description))
-        terminalreporter.write_line(f"clause verdicts written to {path}")
+    terminalreporter.write_line(outcome.table(terminalreporter._tw.fullwidth))
+    for path in written:
+        terminalreporter.write_line(f"wrote {path}")

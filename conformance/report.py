@@ -11,10 +11,8 @@ Each test verifies one clause. A clause is
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import spec
 
@@ -115,39 +113,3 @@ def counts(verdicts: list[ClauseVerdict]) -> dict[str, int]:
     for v in verdicts:
         tally[v.verdict] += 1
     return tally
-
-
-def _first_line(text: str, width: int) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def render_table(verdicts: list[ClauseVerdict], implementation: str, width: int = 120) -> str:
-    rows = [f"{'clause':<20} {'level':<6} {'verdict':<12} {'tests':>5}  reason"]
-    for v in verdicts:
-        passed = sum(t.outcome == "passed" for t in v.tests)
-        tests = f"{passed}/{len(v.tests)}" if v.tests else "-"
-        label = v.verdict.upper() if v.verdict == "failed" else v.verdict
-        reason = _first_line(v.reason, max(20, width - 48))
-        rows.append(f"{v.id:<20} {v.level:<6} {label:<12} {tests:>5}  {reason}".rstrip())
-    tally = counts(verdicts)
-    summary = ", ".join(f"{n} {name}" for name, n in tally.items() if n)
-    rows.append("")
-    rows.append(f"VERDICT for {implementation}: {overall(verdicts).upper()} ({summary})")
-    return "\n".join(rows)
-
-
-def to_json(verdicts: list[ClauseVerdict], implementation: str, description: str) -> dict:
-    return {
-        "implementation": implementation,
-        "description": description,
-        "spec_version": spec.load().version,
-        "verdict": overall(verdicts),
-        "counts": counts(verdicts),
-        "clauses": [asdict(v) for v in verdicts],
-    }
-
-
-def write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -28,7 +28,7 @@ def _clause_ids(function: ast.FunctionDef) -> list[str]:
     return ids
 
 
-def test_functions(directory: Path = TESTS_DIR) -> dict[str, list[str]]:
+def declared_clauses(directory: Path = TESTS_DIR) -> dict[str, list[str]]:
     """'module::test' -> clause ids it declares, for every test function in the suite."""
     result = {}
     for path in sorted(directory.glob("test_*.py")):
@@ -39,10 +39,10 @@ def test_functions(directory: Path = TESTS_DIR) -> dict[str, list[str]]:
     return result
 
 
-def tests_by_clause(directory: Path = TESTS_DIR) -> dict[str, list[str]]:
+def clause_tests(directory: Path = TESTS_DIR) -> dict[str, list[str]]:
     """clause id -> the tests that verify it."""
     mapping: dict[str, list[str]] = defaultdict(list)
-    for test, clauses in test_functions(directory).items():
+    for test, clauses in declared_clauses(directory).items():
         for clause_id in clauses:
             mapping[clause_id].append(test)
     return dict(mapping)

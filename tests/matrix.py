@@ -22,14 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.variants import mutants
+from conformance import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
 
 CORRECT = {
     "reference (impl)": "impl",
     "numpy example": "examples/numpy_attention.py",
-    "step pipeline": "tests.variants.mutants:Pipeline",
+    "step pipeline": "conformance.mistakes:Pipeline",
     "sdpa": "tests.variants.correct.sdpa",
     "einsum": "tests.variants.correct.einsum",
     "log-sum-exp softmax": "tests.variants.correct.logsumexp",
@@ -67,8 +67,8 @@ class Entry:
 
 def entries() -> list[Entry]:
     result = [Entry(name, target, ()) for name, target in CORRECT.items()]
-    for mutant in mutants.MUTANTS:
-        result.append(Entry(mutant.__name__, f"tests.variants.mutants:{mutant.__name__}", tuple(mutant.catches)))
+    for mutant in mistakes.MISTAKES:
+        result.append(Entry(mutant.__name__, f"conformance.mistakes:{mutant.__name__}", tuple(mutant.catches)))
     return result
 
 

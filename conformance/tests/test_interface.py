@@ -13,7 +13,7 @@ from conformance import clause, needs
 from conformance.adapter import PRINT_LIMIT
 from conformance.assertions import assert_agree, check_shape, fail
 from conformance.capabilities import DTYPES
-from conformance.cases import Case, claimed_kinds, exercise, shapes
+from conformance.cases import Case, claimed_kinds, exercise, returned, shapes
 from conformance.strategies import Inputs, problems
 
 
@@ -39,7 +39,7 @@ def test_attention_outputs_have_the_spec_shapes(implementation, device, dtype, d
 @clause("API-SHAPES")
 @given(problem=problems("cross"))
 def test_step_outputs_have_the_spec_shapes(implementation, device, dtype, problem):
-    calls = {c.function: c for c in exercise(implementation, problem, dtype, device)}
+    calls = {c.function: c for c in returned(exercise(implementation, problem, dtype, device))}
     p = Case(implementation, problem, dtype, device).problem
     expected = {
         "project": (*p.batch, p.n_q, p.d_k),
@@ -77,7 +77,7 @@ def test_batch_equals_examples_one_by_one(implementation, device, dtype, data):
 @pytest.mark.parametrize("dtype_name", [pytest.param(d, marks=needs(f"dtype:{d}")) for d in DTYPES])
 @given(problem=problems("self"))
 def test_outputs_keep_the_input_dtype(implementation, device, dtype_name, problem):
-    for call in exercise(implementation, problem, dtype_name, device):
+    for call in returned(exercise(implementation, problem, dtype_name, device)):
         for output in call.outputs:
             if output is not None and output.dtype != DTYPES[dtype_name]:
                 fail(f"{call.function} returned {output.dtype} for {dtype_name} inputs")
@@ -86,7 +86,7 @@ def test_outputs_keep_the_input_dtype(implementation, device, dtype_name, proble
 @clause("API-DEVICE")
 @given(problem=problems("self"))
 def test_outputs_stay_on_the_input_device(implementation, device, dtype, problem):
-    for call in exercise(implementation, problem, dtype, device):
+    for call in returned(exercise(implementation, problem, dtype, device)):
         for output in call.outputs:
             if output is not None and output.device.type != torch.device(device).type:
                 fail(f"{call.function} returned a tensor on {output.device} for inputs on {device}")
@@ -95,7 +95,9 @@ def test_outputs_stay_on_the_input_device(implementation, device, dtype, problem
 @clause("API-PURE")
 @given(problem=problems("cross"))
 def test_inputs_are_never_modified(implementation, device, dtype, problem):
-    for call in exercise(implementation, problem, dtype, device):
+    calls = exercise(implementation, problem, dtype, device)
+    returned(calls)  # a function that raised may have modified its inputs too: every call is checked
+    for call in calls:
         if call.record.mutated:
             fail(f"{call.function} modified its {', '.join(call.record.mutated)} in place")
 
@@ -103,18 +105,23 @@ def test_inputs_are_never_modified(implementation, device, dtype, problem):
 @clause("API-DETERMINISTIC")
 @given(problem=problems("self"))
 def test_same_inputs_same_outputs_on_cpu(implementation, dtype, problem):
-    first = exercise(implementation, problem, dtype, "cpu")
-    second = exercise(implementation, problem, dtype, "cpu")
-    for a, b in zip(first, second):
+    first = {c.function: c for c in returned(exercise(implementation, problem, dtype, "cpu"))}
+    second = {c.function: c for c in exercise(implementation, problem, dtype, "cpu")}
+    for function, a in first.items():
+        b = second[function]
+        if b.error:
+            fail(f"{function} returned a result the first time and failed the second: {b.error}")
         for x, y in zip(a.outputs, b.outputs):
             if x is not None and not torch.equal(x, y):
                 differ = int((x != y).sum()) if x.shape == y.shape else "all"
-                fail(f"{a.function} returned different results for the same inputs ({differ} elements differ)")
+                fail(f"{function} returned different results for the same inputs ({differ} elements differ)")
 
 
 @clause("API-QUIET")
 @given(problem=problems("self"))
 def test_calls_do_not_flood_the_output(implementation, device, dtype, problem):
-    for call in exercise(implementation, problem, dtype, device):
+    calls = exercise(implementation, problem, dtype, device)
+    returned(calls)
+    for call in calls:
         if call.record.printed_bytes > PRINT_LIMIT:
             fail(f"{call.function} printed {call.record.printed_bytes:,} bytes in one call (limit {PRINT_LIMIT:,})")

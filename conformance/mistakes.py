@@ -1,13 +1,18 @@
-"""A catalogue of broken implementations: mistakes people really make.
+"""A catalogue of known mistakes: broken implementations people really write.
 
 Pipeline is a correct implementation written as small overridable steps.
-Each mutant subclasses it and changes one step, the way the mistake is
-usually made, and names in `catches` the clause(s) whose failure should
-reject it. Mutants plug in through the public path like any submission:
-`--impl tests.variants.mutants:NoScale` (a class is instantiated).
+Each mistake subclasses it and changes one step, the way the mistake is
+usually made; its docstring says what is wrong in plain words and `catches`
+names the clause(s) whose failure must reject it.
 
-A mutant is never recognised by name anywhere in the suite: if one survives,
-the fix is a missing property or a strategy that does not reach the bug.
+Two uses, neither of which influences a verdict:
+- the suite's self-test: every mistake plugs in through the public path
+  (`--impl conformance.mistakes:NoScale`, a class is instantiated) and must be
+  rejected by the clause it names (`python -m tests.matrix`). A mistake is
+  never recognised by name by any test: if one survives, the fix is a missing
+  property or a strategy that does not reach the bug;
+- diagnosis: when a submission fails, its outputs on the golden inputs are
+  compared with each mistake's, to tell a student which mistake it looks like.
 """
 
 from __future__ import annotations
@@ -545,9 +550,6 @@ class ReproducesOnlyTheSeed(Pipeline):
         return weights @ values, weights
 
 
-CORRECT = Pipeline
-MUTANTS = [
-    cls
-    for cls in list(globals().values())
-    if isinstance(cls, type) and issubclass(cls, Pipeline) and cls is not Pipeline
+MISTAKES: list[type[Pipeline]] = [
+    cls for cls in list(globals().values()) if isinstance(cls, type) and issubclass(cls, Pipeline) and cls is not Pipeline
 ]

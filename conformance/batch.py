@@ -1,0 +1,265 @@
+"""Grade a folder of submissions: `python -m conformance.batch SUBMISSIONS --out REPORTS`.
+
+Every .py file and every package directory in SUBMISSIONS is one student
+(named after the file or directory). Each is checked in its own process,
+forked from a parent that has already imported torch and the suite (so a
+submission costs its tests, not an interpreter start), with limits on wall
+time, memory and output, in a scratch working directory, with the integrity
+guard on (no reading the golden files or importing the reference). A
+submission that crashes, hangs, exits, floods the output or cheats gets a
+clear verdict and cannot stop the batch.
+
+REPORTS/<student>/ receives results.json (Gradescope), feedback.md, report.json,
+junit.xml and log.txt; REPORTS/summary.csv has one row per student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import conformance.tests
+from conformance.cli import pytest_arguments
+from conformance.feedback import write
+from conformance.rubric import RubricError, load_rubric
+
+EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
+SUMMARY_FIELDS = ["student", "score", "max_score", "percent", "verdict", "failed_clauses", "diagnosis", "seconds", "note"]
+
+
+@dataclass
+class Submission:
+    student: str
+    path: Path
+    reports: Path
+    pid: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
+    status: int | None = None  # os.waitpid status
+    timed_out: bool = False
+    row: dict = field(default_factory=dict)
+
+
+def discover(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(student, path) for every .py file and package directory; and the names of other entries."""
+    found, ignored = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.is_file() and entry.suffix == ".py":
+            found.append((entry.stem, entry))
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            found.append((entry.name, entry))
+        else:
+            ignored.append(entry.name)
+    return found, ignored
+
+
+def _warm_up(profile: str) -> None:
+    """Import everything a run needs once, in the parent, so each forked child starts warm.
+
+    The hypothesis profile is loaded first: settings given at decoration time inherit from it.
+    """
+    from hypothesis import settings
+
+    import conformance.mistakes  # noqa: F401  (diagnosis)
+    import conformance.pytest_plugin  # noqa: F401
+
+    settings.load_profile(f"conformance-{profile}")
+    for module in sorted(Path(conformance.tests.__file__).parent.glob("test_*.py")):
+        importlib.import_module(f"conformance.tests.{module.stem}")
+
+
+def _child(submission: Submission, arguments: list[str], limits: argparse.Namespace) -> None:
+    """In the forked process: limits, a scratch directory, output to log.txt, then the suite."""
+    code = 70  # EX_SOFTWARE, if anything below fails before pytest reports
+    try:
+        os.setpgrp()  # its own process group, so a timeout kills whatever it started too
+        memory = limits.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        output = limits.output_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
+        scratch = submission.reports / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        os.chdir(scratch)
+        log = os.open(submission.reports / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        import torch
+
+        torch.set_num_threads(1)
+        code = int(pytest.main(arguments))
+    except BaseException:  # noqa: BLE001 - the child must always end through os._exit
+        pass
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _arguments(submission: Submission, options: argparse.Namespace) -> list[str]:
+    reports = submission.reports
+    namespace = argparse.Namespace(
+        impl=str(submission.path.resolve()),
+        profile=options.profile,
+        json=str(reports / "report.json"),
+        call_timeout=options.call_timeout,
+        rubric=str(Path(options.rubric).resolve()) if options.rubric else None,
+        gradescope=str(reports / "results.json"),
+        feedback=str(reports / "feedback.md"),
+        reveal_hidden=options.reveal_hidden,
+        grading=True,
+    )
+    # captured output of a flooding submission must not reach the log: --show-capture=no
+    return pytest_arguments(namespace, ["--junitxml", str(reports / "junit.xml"), "--show-capture=no"])
+
+
+def _load_error(submission: Submission) -> str:
+    """The suite's one-line reason for not loading the submission, from the end of its log."""
+    try:
+        with open(submission.reports / "log.txt", "rb") as handle:
+            handle.seek(max(0, os.path.getsize(handle.name) - 8192))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    marker = "cannot check implementation"
+    lines = [line for line in text.splitlines() if marker in line]
+    return lines[-1][lines[-1].index(marker):].rstrip("! ") if lines else ""
+
+
+def _failure_row(submission: Submission, verdict: str, note: str) -> dict:
+    """Reports for a submission whose run produced none: Gradescope-valid, score 0, the reason."""
+    write(submission.reports / "results.json", {"score": 0, "output": f"{verdict}: {note}", "tests": []})
+    write(submission.reports / "report.json", {"implementation": submission.student, "verdict": verdict, "note": note})
+    write(
+        submission.reports / "feedback.md",
+        f"# Feedback for {submission.student}\n\n**Score: 0**\n\nThe submission could not be graded: {verdict}.\n\n{note}\n",
+    )
+    return {"score": 0, "max_score": "", "percent": 0, "verdict": verdict, "failed_clauses": "", "diagnosis": "", "note": note}
+
+
+def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
+    status = submission.status or 0
+    report = submission.reports / "report.json"
+    if submission.timed_out:
+        return _failure_row(submission, "timed out", f"the whole run took longer than {options.timeout:g} s and was stopped")
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        return _failure_row(submission, "crashed", f"the process was killed by {name} (memory or output limit, or a crash)")
+    code = os.WEXITSTATUS(status)
+    if code == EXIT_USAGE:
+        message = _load_error(submission) or "the submission could not be loaded"
+        verdict = "integrity violation" if "not allowed while grading" in message else "cannot load"
+        return _failure_row(submission, verdict, message)
+    if code not in (0, 1) or not report.exists():
+        return _failure_row(
+            submission, "crashed", f"the process ended with exit status {code} before the suite finished (os._exit?)"
+        )
+    document = json.loads(report.read_text(encoding="utf-8"))
+    failed = [c["id"] for c in document["clauses"] if c["verdict"] == "failed"]
+    diagnoses = [d["title"] for d in document["diagnoses"] if d["kind"] == "mistake"]
+    maximum = document["max_score"]
+    return {
+        "score": round(document["score"], 2),
+        "max_score": maximum,
+        "percent": round(100 * document["score"] / maximum, 1) if maximum else 0,
+        "verdict": document["verdict"],
+        "failed_clauses": " ".join(failed),
+        "diagnosis": " ".join(diagnoses),
+        "note": "; ".join(document["integrity_violations"]),
+    }
+
+
+def grade(options: argparse.Namespace) -> list[Submission]:
+    folder, out = Path(options.submissions), Path(options.out)
+    found, ignored = discover(folder)
+    if ignored:
+        print(f"ignoring {len(ignored)} entries that are neither .py files nor packages: {', '.join(ignored)}")
+    submissions = [Submission(student, path, out / student) for student, path in found]
+    _warm_up(options.profile)
+    waiting, running, done = list(submissions), {}, []
+    while waiting or running:
+        while waiting and len(running) < options.jobs:
+            submission = waiting.pop(0)
+            submission.reports.mkdir(parents=True, exist_ok=True)
+            arguments = _arguments(submission, options)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            submission.started = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:
+                _child(submission, arguments, options)
+            submission.pid = pid
+            running[pid] = submission
+        time.sleep(0.05)
+        for pid, submission in list(running.items()):
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            elapsed = time.perf_counter() - submission.started
+            if finished == 0 and elapsed > options.timeout:
+                submission.timed_out = True
+                os.killpg(pid, signal.SIGKILL)
+                finished, status = os.waitpid(pid, 0)
+            if finished:
+                submission.status, submission.seconds = status, elapsed
+                submission.row = {"student": submission.student, **_result_row(submission, options),
+                                  "seconds": round(elapsed, 1)}
+                del running[pid]
+                done.append(submission)
+                row = submission.row
+                print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
+                      f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
+    done.sort(key=lambda s: s.student)
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(s.row for s in done)
+    return done
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m conformance.batch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("submissions", help="folder with one .py file or package directory per student")
+    parser.add_argument("--out", required=True, help="folder for the reports (created)")
+    parser.add_argument("--rubric", default=None, help="course rubric (TOML): points, hidden clauses")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds for one submission's whole run")
+    parser.add_argument("--call-timeout", type=float, default=10, help="seconds for one call into a submission")
+    parser.add_argument("--memory-mb", type=int, default=8192, help="address-space limit per submission")
+    parser.add_argument("--output-mb", type=int, default=16, help="largest file a submission's process may write")
+    parser.add_argument("--profile", default="fast", help="hypothesis profile (default fast)")
+    parser.add_argument("--reveal-hidden", action="store_true", help="include hidden clauses in student reports")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    folder = Path(options.submissions)
+    if not folder.is_dir():
+        parser.error(f"{folder} is not a folder of submissions")
+    if options.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    try:
+        load_rubric(Path(options.rubric) if options.rubric else None)
+    except RubricError as error:
+        parser.error(str(error))
+    start = time.perf_counter()
+    done = grade(options)
+    wall = time.perf_counter() - start
+    print(f"graded {len(done)} submissions in {wall:.1f} s with {options.jobs} jobs; summary: {Path(options.out) / 'summary.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
