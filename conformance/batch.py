@@ -220,6 +220,11 @@ def grade(options: argparse.Namespace) -> list[Submission]:
                 print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
                       f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
     done.sort(key=lambda s: s.student)
+    # a submission that produced no report is out of the same maximum as the others
+    maximum = max((s.row["max_score"] for s in done if s.row["max_score"] != ""), default="")
+    for s in done:
+        if s.row["max_score"] == "":
+            s.row["max_score"] = maximum
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()

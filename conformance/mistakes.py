@@ -127,7 +127,7 @@ class Pipeline:
 
 # ---------------------------------------------------------------- tokens
 class VocabByAppearance(Pipeline):
-    """Numbers words in order of appearance instead of sorting them."""
+    """The vocabulary numbers the words in the order they appear instead of in sorted order."""
 
     catches = ("TOK-VOCAB",)
 
@@ -136,7 +136,7 @@ class VocabByAppearance(Pipeline):
 
 
 class VocabKeepsPunctuation(Pipeline):
-    """Only removes commas, as the seed does, so "first." is a word."""
+    """The vocabulary keeps punctuation other than commas, so "first." and "first" are different words."""
 
     catches = ("TOK-VOCAB",)
 
@@ -145,7 +145,7 @@ class VocabKeepsPunctuation(Pipeline):
 
 
 class EmbedThroughOneHot(Pipeline):
-    """Embeds by multiplying a one-hot matrix in half precision."""
+    """The embedding is computed through a one-hot matrix in low precision instead of copying table rows."""
 
     catches = ("EMB-LOOKUP",)
 
@@ -156,7 +156,7 @@ class EmbedThroughOneHot(Pipeline):
 
 # ------------------------------------------------------------ projection
 class ProjectWithoutTranspose(Pipeline):
-    """x @ W: runs only when the weight happens to be square, and is wrong then."""
+    """The projections multiply by the weight without transposing it (x W instead of x Wᵀ); that only runs when the weight is square."""
 
     catches = ("PROJ-LAYOUT",)
 
@@ -165,7 +165,7 @@ class ProjectWithoutTranspose(Pipeline):
 
 
 class KeysFromValueWeights(Pipeline):
-    """Copy-paste slip: keys projected with W_V (crashes unless d_k = d_v, wrong when it runs)."""
+    """The keys are projected with W_V instead of W_K."""
 
     catches = ("PROJ-ROLES",)
 
@@ -175,7 +175,7 @@ class KeysFromValueWeights(Pipeline):
 
 # ----------------------------------------------------------------- scores
 class ScoresTransposed(Pipeline):
-    """K Qᵀ: rows are keys."""
+    """The scores are transposed (K Qᵀ): each row belongs to a key instead of a query."""
 
     catches = ("SCORE-DOT",)
 
@@ -185,7 +185,7 @@ class ScoresTransposed(Pipeline):
 
 # ---------------------------------------------------------------- weights
 class NoScale(Pipeline):
-    """Forgets the 1/√d_k."""
+    """The scores are not divided by √d_k before the softmax."""
 
     catches = ("WEIGHTS-SCALE",)
 
@@ -194,7 +194,7 @@ class NoScale(Pipeline):
 
 
 class ScaleByDk(Pipeline):
-    """Divides by d_k instead of √d_k."""
+    """The scores are divided by d_k instead of √d_k."""
 
     catches = ("WEIGHTS-SCALE",)
 
@@ -203,7 +203,7 @@ class ScaleByDk(Pipeline):
 
 
 class ScaleBySqrtDv(Pipeline):
-    """Takes the value width for the scale."""
+    """The scores are divided by √d_v (the width of the values) instead of √d_k."""
 
     catches = ("WEIGHTS-SCALE",)
 
@@ -212,7 +212,7 @@ class ScaleBySqrtDv(Pipeline):
 
 
 class ScaleBySqrtModelWidth(Pipeline):
-    """Takes the input (model) width for the scale."""
+    """The scores are divided by √d_in (the width of the inputs) instead of √d_k."""
 
     catches = ("WEIGHTS-SCALE",)
 
@@ -221,7 +221,7 @@ class ScaleBySqrtModelWidth(Pipeline):
 
 
 class ScaleMultiplied(Pipeline):
-    """Multiplies by √d_k instead of dividing."""
+    """The scores are multiplied by √d_k instead of divided."""
 
     catches = ("WEIGHTS-SCALE",)
 
@@ -230,7 +230,7 @@ class ScaleMultiplied(Pipeline):
 
 
 class SoftmaxOverQueries(Pipeline):
-    """softmax(dim=-2): columns sum to one."""
+    """The softmax runs over the queries instead of over the keys: your columns sum to 1, not your rows."""
 
     catches = ("WEIGHTS-SOFTMAX",)
 
@@ -239,7 +239,7 @@ class SoftmaxOverQueries(Pipeline):
 
 
 class UnstableExp(Pipeline):
-    """exp(s) / Σ exp(s) without subtracting the maximum: inf / inf for large scores."""
+    """The softmax does not subtract the row maximum before exp, so large scores overflow to inf and give NaN."""
 
     catches = ("WEIGHTS-STABLE",)
 
@@ -249,7 +249,7 @@ class UnstableExp(Pipeline):
 
 
 class WeightsBeforeSoftmax(Pipeline):
-    """Returns the scaled scores as 'weights' (the context itself is right)."""
+    """The weights returned are the scaled scores before the softmax (the context itself is right)."""
 
     catches = ("WEIGHTS-PROBABILITY",)
 
@@ -260,7 +260,7 @@ class WeightsBeforeSoftmax(Pipeline):
 
 
 class ChunkNormalisedPastLength(Pipeline):
-    """Past 128 keys a 'memory-saving' path normalises each chunk of 128 on its own."""
+    """Beyond 128 keys each block of 128 keys is normalised on its own, so a row sums to more than 1."""
 
     catches = ("WEIGHTS-PROBABILITY",)
 
@@ -272,7 +272,7 @@ class ChunkNormalisedPastLength(Pipeline):
 
 # ---------------------------------------------------------------- context
 class ContextDropsLastPartialTile(Pipeline):
-    """A tiled context loop over blocks of 16 keys that forgets the last, partial block."""
+    """The context leaves out the last keys when the number of keys is not a multiple of 16."""
 
     catches = ("CONTEXT-MIX",)
 
@@ -284,7 +284,7 @@ class ContextDropsLastPartialTile(Pipeline):
 
 
 class ContextFromKeys(Pipeline):
-    """Mixes the keys instead of the values."""
+    """The context mixes the keys instead of the values."""
 
     catches = ("CONTEXT-MIX",)
 
@@ -294,7 +294,7 @@ class ContextFromKeys(Pipeline):
 
 # ----------------------------------------------------------------- causal
 class MaskAfterSoftmax(Pipeline):
-    """Zeroes the future after the softmax, without renormalising."""
+    """The causal mask is applied after the softmax without renormalising, so rows sum to less than 1."""
 
     catches = ("CAUSAL-RENORM",)
 
@@ -305,7 +305,7 @@ class MaskAfterSoftmax(Pipeline):
 
 
 class MaskFilledWithZero(Pipeline):
-    """Fills masked scores with 0 instead of -inf."""
+    """Masked scores are set to 0 instead of -inf, so hidden keys keep a share of the weight."""
 
     catches = ("CAUSAL-MASK",)
 
@@ -314,7 +314,7 @@ class MaskFilledWithZero(Pipeline):
 
 
 class MaskFilledWithMinus1e4(Pipeline):
-    """Fills masked scores with -10000, "small enough" until the scores are large."""
+    """Masked scores are set to -10000 instead of -inf, which leaks weight to hidden keys when scores are large."""
 
     catches = ("CAUSAL-MASK",)
 
@@ -323,7 +323,7 @@ class MaskFilledWithMinus1e4(Pipeline):
 
 
 class MaskOffByOne(Pipeline):
-    """tril(-1): a query cannot see itself."""
+    """The causal mask is off by one: a query cannot see its own position."""
 
     catches = ("CAUSAL-MASK",)
 
@@ -336,7 +336,7 @@ class MaskOffByOne(Pipeline):
 
 
 class MaskInverted(Pipeline):
-    """triu: queries see the future and not the past."""
+    """The causal mask is inverted: queries see the keys after them instead of before them."""
 
     catches = ("CAUSAL-MASK",)
 
@@ -349,7 +349,7 @@ class MaskInverted(Pipeline):
 
 
 class MaskBottomRight(Pipeline):
-    """Aligns the causal mask bottom-right (FlashAttention ≥ 2.1) instead of top-left."""
+    """The causal mask is aligned bottom-right instead of top-left when there are more keys than queries."""
 
     catches = ("CAUSAL-MASK",)
 
@@ -362,7 +362,7 @@ class MaskBottomRight(Pipeline):
 
 
 class ExplicitMaskTrueMeansHidden(Pipeline):
-    """Reads True in an explicit mask as "masked" (key_padding_mask convention)."""
+    """An explicit mask is read the wrong way round: True is treated as "hidden" instead of "may attend"."""
 
     catches = ("MASK-EXPLICIT",)
 
@@ -371,7 +371,7 @@ class ExplicitMaskTrueMeansHidden(Pipeline):
 
 
 class EmptyRowGivesNaN(Pipeline):
-    """Plain softmax after masking: a row with no visible key becomes NaN."""
+    """A row whose mask hides every key comes out as NaN instead of all zeros."""
 
     catches = ("MASK-EMPTY-ROW",)
 
@@ -381,7 +381,7 @@ class EmptyRowGivesNaN(Pipeline):
 
 # -------------------------------------------------------------- multi-head
 class HeadsShareFirstWeights(Pipeline):
-    """Every head uses head 0's weights."""
+    """Every head uses the weights of the first head."""
 
     catches = ("MH-HEADS",)
 
@@ -390,7 +390,7 @@ class HeadsShareFirstWeights(Pipeline):
 
 
 class HeadsScaledByTotalWidth(Pipeline):
-    """Multi-head scaled by √(h·d_k), the width of all heads together."""
+    """Each head divides by √(h·d_k), the width of all heads together, instead of its own √d_k."""
 
     catches = ("MH-HEADS",)
 
@@ -403,7 +403,7 @@ class HeadsScaledByTotalWidth(Pipeline):
 
 
 class ConcatFeatureMajor(Pipeline):
-    """Concatenates with the head axis last: features of the heads interleaved."""
+    """The heads are interleaved feature by feature instead of placed one after another."""
 
     catches = ("MH-CONCAT",)
 
@@ -413,7 +413,7 @@ class ConcatFeatureMajor(Pipeline):
 
 # ------------------------------------------------------------------ cross
 class CrossValuesFromQueries(Pipeline):
-    """Values taken from x_q in cross-attention."""
+    """In cross-attention the values come from x_q instead of x_kv."""
 
     catches = ("CROSS-SOURCES",)
 
@@ -424,7 +424,7 @@ class CrossValuesFromQueries(Pipeline):
 
 
 class CrossKeysFromQueries(Pipeline):
-    """Keys taken from x_q in cross-attention."""
+    """In cross-attention the keys come from x_q instead of x_kv."""
 
     catches = ("CROSS-SOURCES",)
 
@@ -436,7 +436,7 @@ class CrossKeysFromQueries(Pipeline):
 
 # -------------------------------------------------------------- interface
 class BatchAttendsAcrossExamples(Pipeline):
-    """Flattens the batch into one long sequence: examples attend to each other."""
+    """The examples of a batch attend to each other, as if they were one long sequence."""
 
     catches = ("API-BATCH",)
 
@@ -453,7 +453,7 @@ class BatchAttendsAcrossExamples(Pipeline):
 
 
 class SqueezesSingleToken(Pipeline):
-    """.squeeze() on the result: a single token loses its axis."""
+    """Axes of length 1 are squeezed away, so a single token (or head) loses its axis."""
 
     catches = ("API-SHAPES",)
 
@@ -463,7 +463,7 @@ class SqueezesSingleToken(Pipeline):
 
 
 class ReturnsFloat64(Pipeline):
-    """Computes in float64 and forgets to cast back."""
+    """The results come back in float64 whatever the input dtype."""
 
     catches = ("API-DTYPE",)
 
@@ -472,7 +472,7 @@ class ReturnsFloat64(Pipeline):
 
 
 class ScalesScoresInPlace(Pipeline):
-    """attention_weights divides the caller's scores in place."""
+    """attention_weights divides the scores it was given in place, changing the caller's tensor."""
 
     catches = ("API-PURE",)
 
@@ -482,7 +482,7 @@ class ScalesScoresInPlace(Pipeline):
 
 
 class DropoutLeftOn(Pipeline):
-    """Dropout on the weights left in training mode."""
+    """Dropout is left on, so the same inputs give different weights."""
 
     catches = ("API-DETERMINISTIC",)
 
@@ -491,7 +491,7 @@ class DropoutLeftOn(Pipeline):
 
 
 class PrintsEverything(Pipeline):
-    """Debug prints of every intermediate left in."""
+    """Debug prints of every intermediate are left in."""
 
     catches = ("API-QUIET",)
 
@@ -503,7 +503,7 @@ class PrintsEverything(Pipeline):
 
 
 class PositionBiasWithoutMask(Pipeline):
-    """Adds a position-dependent bias to the scores even when causal=False."""
+    """The scores get a bias that depends on the position, so reordering the tokens changes the result."""
 
     catches = ("SYM-EQUIVARIANT",)
 
@@ -514,7 +514,7 @@ class PositionBiasWithoutMask(Pipeline):
 
 # --------------------------------------------------------------- numerics
 class HalfPrecisionInside(Pipeline):
-    """Computes in bfloat16 whatever the inputs are, casting back at the end."""
+    """Everything is computed in bfloat16 whatever the input dtype, which loses accuracy."""
 
     catches = ("NUM-ACCURACY",)
 
@@ -525,7 +525,7 @@ class HalfPrecisionInside(Pipeline):
 
 
 class DetachesTheWeights(Pipeline):
-    """.detach() on the weights: no gradient reaches W_Q or W_K."""
+    """The weights are detached from the graph, so no gradient reaches W_Q or W_K."""
 
     catches = ("NUM-GRADIENTS",)
 
@@ -535,7 +535,7 @@ class DetachesTheWeights(Pipeline):
 
 # ----------------------------------------------------------------- golden
 class ReproducesOnlyTheSeed(Pipeline):
-    """Returns the golden answer on the seed's own inputs and forgets the scale elsewhere."""
+    """The seed's own answer is returned for the seed's inputs; other inputs are computed without the scale."""
 
     catches = ("WEIGHTS-SCALE",)
 

@@ -28,7 +28,7 @@ from conformance.assertions import ClauseFailure
 from conformance.loader import LoadError
 from conformance.diagnosis import diagnose
 from conformance.feedback import Outcome, write
-from conformance.report import Collector, TestOutcome, skip_kind
+from conformance.report import Collector, TestRecord, skip_kind
 from conformance.rubric import Rubric, RubricError, load_rubric
 
 COLLECTOR = pytest.StashKey[Collector]()
@@ -191,7 +191,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
-        outcome = TestOutcome(item.nodeid, skip_kind(reason), reason)
+        outcome = TestRecord(item.nodeid, skip_kind(reason), reason)
     elif report.failed:
         error = call.excinfo.value if call.excinfo else None
         if isinstance(error, (ClauseFailure, ImplementationError, GoldenError)):
@@ -200,9 +200,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}" if error else report.longreprtext
-        outcome = TestOutcome(item.nodeid, "failed", message, report.duration)
+        outcome = TestRecord(item.nodeid, "failed", message, report.duration)
     elif report.when == "call":
-        outcome = TestOutcome(item.nodeid, "passed", "", report.duration)
+        outcome = TestRecord(item.nodeid, "passed", "", report.duration)
     else:
         return
     item.config.stash[COLLECTOR].record(outcome)

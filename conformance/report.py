@@ -22,7 +22,8 @@ VERDICT_ORDER = ("failed", "passed", NOT_CLAIMED, UNAVAILABLE, "not run")
 
 
 @dataclass
-class TestOutcome:
+class TestRecord:
+    __test__ = False  # not a pytest test class, whatever its name
     nodeid: str
     outcome: str  # passed, failed, not claimed, unavailable, skipped
     message: str = ""
@@ -38,7 +39,7 @@ class ClauseVerdict:
     points: float
     verdict: str
     reason: str
-    tests: list[TestOutcome] = field(default_factory=list)
+    tests: list[TestRecord] = field(default_factory=list)
 
 
 def skip_kind(reason: str) -> str:
@@ -54,12 +55,12 @@ class Collector:
 
     def __init__(self) -> None:
         self.clause_of: dict[str, str] = {}
-        self.outcomes: dict[str, TestOutcome] = {}
+        self.outcomes: dict[str, TestRecord] = {}
 
     def expect(self, nodeid: str, clause_id: str) -> None:
         self.clause_of[nodeid] = clause_id
 
-    def record(self, outcome: TestOutcome) -> None:
+    def record(self, outcome: TestRecord) -> None:
         previous = self.outcomes.get(outcome.nodeid)
         # a failure in any phase (setup, call, teardown) is the test's outcome
         if previous is None or previous.outcome != "failed":
@@ -69,7 +70,7 @@ class Collector:
         return bool(self.clause_of)
 
     def verdicts(self) -> list[ClauseVerdict]:
-        by_clause: dict[str, list[TestOutcome]] = defaultdict(list)
+        by_clause: dict[str, list[TestRecord]] = defaultdict(list)
         for nodeid, clause_id in self.clause_of.items():
             if nodeid in self.outcomes:
                 by_clause[clause_id].append(self.outcomes[nodeid])
@@ -83,7 +84,7 @@ class Collector:
         return result
 
 
-def _aggregate(tests: list[TestOutcome]) -> tuple[str, str]:
+def _aggregate(tests: list[TestRecord]) -> tuple[str, str]:
     outcomes = [t.outcome for t in tests]
     if not tests:
         return "not run", ""

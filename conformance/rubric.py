@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import spec
-from conformance.report import NOT_CLAIMED, ClauseVerdict, TestOutcome
+from conformance.report import NOT_CLAIMED, ClauseVerdict, TestRecord
 
 
 class RubricError(ValueError):
@@ -78,7 +78,7 @@ class ClauseScore:
     note: str  # one line for the student: why points were lost
 
 
-def _optional(test: TestOutcome) -> bool:
+def _optional(test: TestRecord) -> bool:
     """A test skipped only for an unclaimed dtype or device: an option, not part of the homework."""
     missing = test.message.removeprefix("not claimed: ").split(", ")
     return all(m.startswith(("dtype:", "device ", "device:")) for m in missing)
