@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 
-import conformance.tests
 from conformance.cli import pytest_arguments
 from conformance.feedback import write
 from conformance.rubric import RubricError, load_rubric

@@ -157,6 +157,17 @@ def claimed_kinds(implementation: Implementation) -> list[str]:
     return [kind for kind, function in FUNCTION_OF.items() if implementation.has(function)]
 
 
+def draw_kind(data, implementation: Implementation, allowed: tuple[str, ...] | None = None) -> str:
+    """Draw one of the problem kinds the implementation provides (a skip when it provides none)."""
+    import pytest
+    from hypothesis import strategies as st
+
+    kinds = [k for k in claimed_kinds(implementation) if allowed is None or k in allowed]
+    if not kinds:
+        pytest.skip("not claimed: no attention function")
+    return data.draw(st.sampled_from(kinds), label="kind")
+
+
 def shapes(problem: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Shapes the spec requires of (context, weights) for a problem."""
     p = problem

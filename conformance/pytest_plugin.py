@@ -21,15 +21,19 @@ import torch
 from hypothesis import HealthCheck, Phase, settings
 
 import spec
-from golden import GoldenError
 from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE, integrity
-from conformance.adapter import DEFAULT_CALL_TIMEOUT, Implementation, ImplementationError
+from conformance.adapter import (
+    DEFAULT_CALL_TIMEOUT,
+    Implementation,
+    ImplementationError,
+)
 from conformance.assertions import ClauseFailure
-from conformance.loader import LoadError
 from conformance.diagnosis import diagnose
 from conformance.feedback import Outcome, write
+from conformance.loader import LoadError
 from conformance.report import Collector, TestRecord, skip_kind
 from conformance.rubric import Rubric, RubricError, load_rubric
+from golden import GoldenError
 
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()

@@ -4,7 +4,13 @@ It reads like the seed notebook, one step per function, and plugs into the
 conformance suite like any other implementation: `--impl impl`.
 """
 
-from impl.attention import attention_scores, attention_weights, cross_attention, project, self_attention
+from impl.attention import (
+    attention_scores,
+    attention_weights,
+    cross_attention,
+    project,
+    self_attention,
+)
 from impl.multihead import multihead_attention, multihead_attention_concat
 from impl.tokens import build_vocab, embed, token_ids
 

@@ -13,7 +13,9 @@ SPEC_MD = Path(spec.__file__).with_name("SPEC.md")
 
 
 def rendered() -> str:
-    from conformance.traceability import clause_tests  # the mapping comes from the tests
+    from conformance.traceability import (
+        clause_tests,  # the mapping comes from the tests
+    )
 
     return render_markdown(spec.load(), clause_tests())
 

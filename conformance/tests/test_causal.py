@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import clause, needs
-from conformance.assertions import assert_agree, assert_exactly_zero, assert_matches, assert_rows_stochastic, fail
+from conformance.assertions import (
+    assert_agree,
+    assert_exactly_zero,
+    assert_matches,
+    assert_rows_stochastic,
+    fail,
+)
 from conformance.capabilities import DTYPES
 from conformance.cases import Case, expect_weights, fit_batch
 from conformance.strategies import MASKING_LOGITS, Inputs, problems, score_problems

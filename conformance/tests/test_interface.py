@@ -13,21 +13,14 @@ from conformance import clause, needs
 from conformance.adapter import PRINT_LIMIT
 from conformance.assertions import assert_agree, check_shape, fail
 from conformance.capabilities import DTYPES
-from conformance.cases import Case, claimed_kinds, exercise, returned, shapes
+from conformance.cases import Case, draw_kind, exercise, returned, shapes
 from conformance.strategies import Inputs, problems
-
-
-def _kind(data, implementation) -> str:
-    kinds = claimed_kinds(implementation)
-    if not kinds:
-        pytest.skip("not claimed: no attention function")
-    return data.draw(st.sampled_from(kinds), label="kind")
 
 
 @clause("API-SHAPES")
 @given(data=st.data())
 def test_attention_outputs_have_the_spec_shapes(implementation, device, dtype, data):
-    kind = _kind(data, implementation)
+    kind = draw_kind(data, implementation)
     case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
     out = case.run()
     context_shape, weights_shape = shapes(case.problem)
@@ -57,7 +50,7 @@ def test_step_outputs_have_the_spec_shapes(implementation, device, dtype, proble
 @needs("batching")
 @given(data=st.data())
 def test_batch_equals_examples_one_by_one(implementation, device, dtype, data):
-    kind = _kind(data, implementation)
+    kind = draw_kind(data, implementation)
     problem = data.draw(problems(kind).filter(lambda p: len(p.batch) > 0), label="problem")
     batched = Case(implementation, problem, dtype, device)
     out = batched.run_checked()

@@ -10,25 +10,18 @@ from hypothesis import strategies as st
 from conformance import clause, needs, oracle
 from conformance.assertions import assert_agree, assert_matches, fail
 from conformance.capabilities import DTYPES
-from conformance.cases import Case, claimed_kinds
+from conformance.cases import Case, draw_kind
 from conformance.strategies import MIXED_LOGITS, problems
 from conformance.tolerance import expected, scales
 
 GRAD_KINDS = ("self", "cross", "multihead")
 
 
-def _kind(data, implementation, allowed=None) -> str:
-    kinds = [k for k in claimed_kinds(implementation) if allowed is None or k in allowed]
-    if not kinds:
-        pytest.skip("not claimed: no attention function")
-    return data.draw(st.sampled_from(kinds), label="kind")
-
-
 @clause("NUM-ACCURACY")
 @pytest.mark.parametrize("dtype_name", [pytest.param(d, marks=needs(f"dtype:{d}")) for d in DTYPES])
 @given(data=st.data())
 def test_results_are_within_the_tolerance_policy(implementation, device, dtype_name, data):
-    kind = _kind(data, implementation)
+    kind = draw_kind(data, implementation)
     causal = kind != "concat" and implementation.claims(f"{Case.function_of(kind)}.causal") and data.draw(
         st.booleans(), label="causal"
     )
@@ -50,7 +43,7 @@ def _argument_names(case: Case) -> list[str]:
 # gradcheck differentiates numerically, input by input: a third of the profile's examples
 @settings(max_examples=max(3, settings().max_examples // 3))
 def test_gradcheck_in_float64(implementation, device, data):
-    kind = _kind(data, implementation, GRAD_KINDS)
+    kind = draw_kind(data, implementation, GRAD_KINDS)
     problem = data.draw(problems(kind, batched=False, max_len=4, max_dim=4, max_heads=2), label="problem")
     case = Case(implementation, problem, "float64", device)
     arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
@@ -69,7 +62,7 @@ def test_gradcheck_in_float64(implementation, device, data):
 @needs("autograd")
 @given(data=st.data())
 def test_gradients_match_the_reference(implementation, device, dtype, data):
-    kind = _kind(data, implementation, GRAD_KINDS)
+    kind = draw_kind(data, implementation, GRAD_KINDS)
     case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
     arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
     out = implementation.attention(case.function, *arguments)
@@ -105,7 +98,7 @@ def test_gradients_match_the_reference(implementation, device, dtype, data):
 def test_cpu_and_cuda_agree(implementation, dtype, data):
     if not torch.cuda.is_available():
         pytest.skip("unavailable: no CUDA device on this machine")
-    kind = _kind(data, implementation)
+    kind = draw_kind(data, implementation)
     problem = data.draw(problems(kind), label="problem")
     on_cpu = Case(implementation, problem, dtype, "cpu")
     on_cuda = Case(implementation, problem, dtype, "cuda")

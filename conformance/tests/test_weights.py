@@ -8,7 +8,12 @@ import torch
 from hypothesis import given
 
 from conformance import clause, needs, oracle
-from conformance.assertions import assert_agree, assert_matches, assert_rows_stochastic, fail
+from conformance.assertions import (
+    assert_agree,
+    assert_matches,
+    assert_rows_stochastic,
+    fail,
+)
 from conformance.capabilities import DTYPES
 from conformance.cases import Case, expect_weights, fit_batch
 from conformance.diagnosis import implied_inverse_scale, scale_hint

@@ -8,7 +8,6 @@ import string
 
 import torch
 
-
 # --- tokens -------------------------------------------------------------------
 
 def _clean_words(sentence):

@@ -1,5 +1,6 @@
 # bob - hw3 (ran out of time, only did the single-head part)
 import math
+
 import torch
 
 

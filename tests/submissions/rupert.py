@@ -1,5 +1,6 @@
 # Rupert -- "optimised" attention that waits for a convergence that never comes
 import math
+
 import torch
 
 
