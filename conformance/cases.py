@@ -56,10 +56,6 @@ class Case:
     def function(self) -> str:
         return FUNCTION_OF[self.problem.kind]
 
-    @staticmethod
-    def function_of(kind: str) -> str:
-        return FUNCTION_OF[kind]
-
     @cached_property
     def inputs(self) -> Inputs:
         return self.problem.tensors(DTYPES[self.dtype], self.device)

@@ -25,6 +25,7 @@ VERDICTS = {
     "flood": {"does not conform"},
     "crash": {"crashed"},
     "integrity": {"integrity violation"},
+    "memory": {"does not conform"},
 }
 
 
@@ -35,7 +36,7 @@ def graded(tmp_path_factory) -> tuple[Path, dict[str, dict], str]:
     rubric.write_text('title = "Attention homework"\n[hidden]\nclauses = ["NUM-ACCURACY"]\n')
     done = subprocess.run(
         [sys.executable, "-m", "conformance.batch", str(SUBMISSIONS), "--out", str(out), "--rubric", str(rubric),
-         "--call-timeout", "3", "--timeout", "120"],
+         "--call-timeout", "3", "--timeout", "120", "--memory-mb", "6144"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -80,6 +81,13 @@ def test_hang_and_flood_are_named_in_the_reports(graded):
     quiet = next(c for c in sybil["clauses"] if c["id"] == "API-QUIET")
     assert quiet["verdict"] == "failed" and "printed" in quiet["reason"]
     assert (out / "sybil" / "log.txt").stat().st_size < 20 * 2**20
+
+
+def test_memory_hog_fails_its_calls_without_stopping_the_batch(graded):
+    out, _, _ = graded
+    ursula = json.loads((out / "ursula" / "report.json").read_text())
+    gold = next(c for c in ursula["clauses"] if c["id"] == "GOLD-SELF")
+    assert gold["verdict"] == "failed" and "allocate" in gold["reason"]
 
 
 def test_cheating_is_refused_and_named(graded):

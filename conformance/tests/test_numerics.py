@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from conformance import clause, needs, oracle
 from conformance.assertions import assert_agree, assert_matches, fail
 from conformance.capabilities import DTYPES
-from conformance.cases import Case, draw_kind
+from conformance.cases import FUNCTION_OF, Case, draw_kind
 from conformance.strategies import MIXED_LOGITS, problems
 from conformance.tolerance import expected, scales
 
@@ -22,7 +22,7 @@ GRAD_KINDS = ("self", "cross", "multihead")
 @given(data=st.data())
 def test_results_are_within_the_tolerance_policy(implementation, device, dtype_name, data):
     kind = draw_kind(data, implementation)
-    causal = kind != "concat" and implementation.claims(f"{Case.function_of(kind)}.causal") and data.draw(
+    causal = kind != "concat" and implementation.claims(f"{FUNCTION_OF[kind]}.causal") and data.draw(
         st.booleans(), label="causal"
     )
     problem = data.draw(problems(kind, logit_targets=MIXED_LOGITS), label="problem")
