@@ -26,17 +26,20 @@ from conformance import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Correct variants, and clauses each must pass rather than leave "not claimed": a variant whose
+# declared capabilities went missing would otherwise still "conform" on what is left.
+AUTOGRAD = ("NUM-GRADIENTS",)
 CORRECT = {
-    "reference (impl)": "impl",
-    "numpy example": "examples/numpy_attention.py",
-    "step pipeline": "conformance.mistakes:Pipeline",
-    "sdpa": "tests.variants.correct.sdpa",
-    "einsum": "tests.variants.correct.einsum",
-    "log-sum-exp softmax": "tests.variants.correct.logsumexp",
-    "tiled online softmax": "tests.variants.correct.tiled",
-    "nn.Module adapter": "tests.variants.correct.module:ModuleAdapter",
-    "nn.MultiheadAttention": "tests.variants.correct.torch_mha:MHAAdapter",
-    "float64 inside": "tests.variants.correct.float64_internal",
+    "reference (impl)": ("impl", AUTOGRAD),
+    "numpy example": ("examples/numpy_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW")),
+    "step pipeline": ("conformance.mistakes:Pipeline", AUTOGRAD),
+    "sdpa": ("tests.variants.correct.sdpa", AUTOGRAD),
+    "einsum": ("tests.variants.correct.einsum", AUTOGRAD),
+    "log-sum-exp softmax": ("tests.variants.correct.logsumexp", AUTOGRAD),
+    "tiled online softmax": ("tests.variants.correct.tiled", AUTOGRAD),
+    "nn.Module adapter": ("tests.variants.correct.module:ModuleAdapter", AUTOGRAD),
+    "nn.MultiheadAttention": ("tests.variants.correct.torch_mha:MHAAdapter", AUTOGRAD),
+    "float64 inside": ("tests.variants.correct.float64_internal", AUTOGRAD),
 }
 
 
@@ -45,8 +48,10 @@ class Entry:
     name: str
     target: str
     expected: tuple[str, ...]  # () for a correct variant, else the clauses that must fail
+    required: tuple[str, ...] = ()  # correct variants: clauses that must be passed, not "not claimed"
     verdict: str = ""
     failed: tuple[str, ...] = ()
+    passed: tuple[str, ...] = ()
     seconds: float = 0.0
     problem: str = ""
 
@@ -57,7 +62,7 @@ class Entry:
     @property
     def ok(self) -> bool:
         if self.correct:
-            return self.verdict == "conforms" and not self.failed
+            return self.verdict == "conforms" and not self.failed and set(self.required) <= set(self.passed)
         return set(self.expected) <= set(self.failed)
 
     @property
@@ -66,7 +71,7 @@ class Entry:
 
 
 def entries() -> list[Entry]:
-    result = [Entry(name, target, ()) for name, target in CORRECT.items()]
+    result = [Entry(name, target, (), required) for name, (target, required) in CORRECT.items()]
     for mutant in mistakes.MISTAKES:
         result.append(Entry(mutant.__name__, f"conformance.mistakes:{mutant.__name__}", tuple(mutant.catches)))
     return result
@@ -93,6 +98,7 @@ def run(entry: Entry, profile: str, scratch: Path) -> Entry:
     document = json.loads(report.read_text())
     entry.verdict = document["verdict"]
     entry.failed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "failed")
+    entry.passed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "passed")
     return entry
 
 

@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CAPABILITIES = {
-    "array": "torch",
-    "dtypes": ["float64", "float32", "float16", "bfloat16"],
-    "devices": ["cpu", "cuda"],
-    "batching": True,
-    "autograd": True,
-    "returns_weights": True,
-}
+from tests.variants.correct import CAPABILITIES  # noqa: F401  (the claims every variant here shares)
 
 _STRIP = str.maketrans("", "", string.punctuation)
 

@@ -24,14 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-CAPABILITIES = {
-    "array": "torch",
-    "dtypes": ["float64", "float32", "float16", "bfloat16"],
-    "devices": ["cpu", "cuda"],
-    "batching": True,
-    "autograd": True,
-    "returns_weights": True,
-}
+from tests.variants.correct import CAPABILITIES  # the claims every variant here shares
 
 
 class SelfAttentionModule(nn.Module):

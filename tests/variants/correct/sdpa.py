@@ -21,14 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CAPABILITIES = {
-    "array": "torch",
-    "dtypes": ["float64", "float32", "float16", "bfloat16"],
-    "devices": ["cpu", "cuda"],
-    "batching": True,
-    "autograd": True,
-    "returns_weights": True,
-}
+from tests.variants.correct import CAPABILITIES  # noqa: F401  (the claims every variant here shares)
 
 
 def _causal(n_q: int, n_kv: int, device: torch.device) -> Tensor:

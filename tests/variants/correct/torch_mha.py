@@ -35,14 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-CAPABILITIES = {
-    "array": "torch",
-    "dtypes": ["float64", "float32", "float16", "bfloat16"],
-    "devices": ["cpu", "cuda"],
-    "batching": True,
-    "autograd": True,
-    "returns_weights": True,
-}
+from tests.variants.correct import CAPABILITIES  # the claims every variant here shares
 
 
 def _pad_role(w: Tensor, head_dim: int, embed_dim: int) -> Tensor:
