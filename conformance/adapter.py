@@ -32,7 +32,7 @@ from torch import Tensor
 
 import spec
 from conformance import integrity
-from conformance.capabilities import DTYPES, Capabilities, CapabilityError
+from conformance.capabilities import Capabilities, CapabilityError
 from conformance.capabilities import parse as parse_capabilities
 from conformance.loader import LoadError, load_target
 
@@ -260,6 +260,3 @@ class Implementation:
     def describe(self) -> str:
         return f"{self.name}: functions {', '.join(self.functions)}; {self.capabilities.describe()}"
 
-
-def dtype_of(name: str) -> torch.dtype:
-    return DTYPES[name]

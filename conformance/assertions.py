@@ -115,14 +115,3 @@ def assert_exactly_zero(weights: Tensor, where: Tensor, what: str) -> None:
             f"weights{_index(flat, w.shape)} is {_value(w.flatten()[flat].item())}; {what} must be exactly 0 "
             f"({int(offending.sum())} such weights are not)"
         )
-
-
-def assert_unchanged(name: str, before: Tensor, after: Tensor) -> None:
-    if not torch.equal(before, after):
-        changed = int((before != after).sum())
-        fail(f"{name} changed in {changed} of {before.numel()} elements")
-
-
-def check_error_bound(name: str, error: float, allowed: float, what: str) -> None:
-    if not error <= allowed:
-        fail(f"{name}: {what} is {error:.3g}, allowed {allowed:.3g}")

@@ -79,7 +79,6 @@ def dot_scale(a: Tensor, b: Tensor) -> float:
 
 @dataclass(frozen=True)
 class Scales:
-    projection: float
     scores: float
     weights: float
     context: float
@@ -90,8 +89,7 @@ def scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> 
     head = w_q.dim() == 3
     xq, xkv = (x_q.unsqueeze(-3), x_kv.unsqueeze(-3)) if head else (x_q, x_kv)
     q, k, v = oracle.project(xq, w_q), oracle.project(xkv, w_k), oracle.project(xkv, w_v)
-    projection = max(dot_scale(xq, w_q), dot_scale(xkv, w_k), dot_scale(xkv, w_v), 1e-300)
     scores = dot_scale(q, k)
     weights = 1.0 + scores / math.sqrt(k.shape[-1])
     context = weights * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
-    return Scales(projection, scores, weights, context)
+    return Scales(scores, weights, context)
