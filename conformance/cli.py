@@ -13,7 +13,7 @@ import pytest
 
 import conformance.tests
 from conformance import DEFAULT_IMPL, ENV_IMPL
-from conformance.pytest_plugin import PROFILES
+from conformance.judge.pytest_plugin import PROFILES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ install() is called (`--grading`).
 
 This stops the usual ways of copying the answer; it is not a sandbox against
 a determined attacker, which is why each submission also runs in its own
-process with limits (conformance.batch).
+process with limits (conformance.teaching.batch).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from impl.attention import (
 from impl.multihead import multihead_attention, multihead_attention_concat
 from impl.tokens import build_vocab, embed, token_ids
 
-# What this implementation claims; see conformance/capabilities.py for the keys.
+# What this implementation claims; see conformance/judge/capabilities.py for the keys.
 CAPABILITIES = {
     "array": "torch",
     "dtypes": ["float64", "float32", "float16", "bfloat16"],

@@ -13,7 +13,7 @@ SPEC_MD = Path(spec.__file__).with_name("SPEC.md")
 
 
 def rendered() -> str:
-    from conformance.traceability import (
+    from conformance.judge.traceability import (
         clause_tests,  # the mapping comes from the tests
     )
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from conformance import mistakes
+from conformance.teaching import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ AUTOGRAD = ("NUM-GRADIENTS",)
 CORRECT = {
     "reference (impl)": ("impl", AUTOGRAD),
     "numpy example": ("examples/numpy_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW")),
-    "step pipeline": ("conformance.mistakes:Pipeline", AUTOGRAD),
+    "step pipeline": ("conformance.teaching.mistakes:Pipeline", AUTOGRAD),
     "sdpa": ("tests.variants.correct.sdpa", AUTOGRAD),
     "einsum": ("tests.variants.correct.einsum", AUTOGRAD),
     "log-sum-exp softmax": ("tests.variants.correct.logsumexp", AUTOGRAD),
@@ -73,7 +73,7 @@ class Entry:
 def entries() -> list[Entry]:
     result = [Entry(name, target, (), required) for name, (target, required) in CORRECT.items()]
     for mutant in mistakes.MISTAKES:
-        result.append(Entry(mutant.__name__, f"conformance.mistakes:{mutant.__name__}", tuple(mutant.catches)))
+        result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches)))
     return result
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conformance.adapter import PRINT_LIMIT, Implementation, ImplementationError
+from conformance.judge.adapter import PRINT_LIMIT, Implementation, ImplementationError
 
 
 def make(**functions) -> Implementation:

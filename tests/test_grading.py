@@ -35,7 +35,7 @@ def graded(tmp_path_factory) -> tuple[Path, dict[str, dict], str]:
     rubric = out / "rubric.toml"
     rubric.write_text('title = "Attention homework"\n[hidden]\nclauses = ["NUM-ACCURACY"]\n')
     done = subprocess.run(
-        [sys.executable, "-m", "conformance.batch", str(SUBMISSIONS), "--out", str(out), "--rubric", str(rubric),
+        [sys.executable, "-m", "conformance.teaching.batch", str(SUBMISSIONS), "--out", str(out), "--rubric", str(rubric),
          "--call-timeout", "3", "--timeout", "120", "--memory-mb", "6144"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )

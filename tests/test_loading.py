@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from conformance.adapter import Implementation
-from conformance.capabilities import CapabilityError, parse
-from conformance.loader import LoadError, parse_target
+from conformance.judge.adapter import Implementation
+from conformance.judge.capabilities import CapabilityError, parse
+from conformance.worker.loader import LoadError, parse_target
 
 
 def write(tmp_path, name: str, source: str):

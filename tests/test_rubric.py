@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import spec
-from conformance.diagnosis import Diagnosis
-from conformance.feedback import INTEGRITY, Outcome
-from conformance.report import ClauseVerdict, TestRecord
-from conformance.rubric import Rubric, RubricError, load_rubric
+from conformance.teaching.diagnosis import Diagnosis
+from conformance.teaching.feedback import INTEGRITY, Outcome
+from conformance.judge.report import ClauseVerdict, TestRecord
+from conformance.teaching.rubric import Rubric, RubricError, load_rubric
 
 GRADESCOPE_STATUSES = {"passed", "failed"}
 GRADESCOPE_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}

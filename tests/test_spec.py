@@ -32,7 +32,7 @@ def test_spec_md_is_rendered_from_the_data():
 
 
 def test_tolerance_policy_covers_every_dtype():
-    from conformance.capabilities import DTYPES
+    from conformance.judge.capabilities import DTYPES
 
     assert set(spec.load().tolerance) == set(DTYPES)
 

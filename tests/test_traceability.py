@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import spec
-from conformance.traceability import clause_tests, declared_clauses, module_sections
+from conformance.judge.traceability import clause_tests, declared_clauses, module_sections
 
 
 def test_every_clause_is_verified_by_at_least_one_test():

@@ -28,7 +28,7 @@ def test_numpy_example_conforms_through_the_plugin_path(suite):
 
 
 def test_missing_scale_fails_naming_the_clause_and_the_cause(suite):
-    run = suite("conformance.mistakes:NoScale")
+    run = suite("conformance.teaching.mistakes:NoScale")
     assert run.returncode == 1
     assert run.report["verdict"] == "does not conform"
     assert "WEIGHTS-SCALE" in run.failed()
@@ -48,7 +48,7 @@ def test_missing_scale_fails_naming_the_clause_and_the_cause(suite):
     ],
 )
 def test_one_line_bugs_are_rejected_by_their_clause(suite, mutant, clause):
-    run = suite(f"conformance.mistakes:{mutant}", "--profile", "fast")
+    run = suite(f"conformance.teaching.mistakes:{mutant}", "--profile", "fast")
     assert run.returncode == 1
     assert clause in run.failed(), (mutant, run.failed())
 

@@ -8,16 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import clause, needs
-from conformance.assertions import (
+from conformance.judge.assertions import (
     assert_agree,
     assert_exactly_zero,
     assert_matches,
     assert_rows_stochastic,
     fail,
 )
-from conformance.capabilities import DTYPES
-from conformance.cases import Case, expect_weights, fit_batch
-from conformance.strategies import MASKING_LOGITS, Inputs, problems, score_problems
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.cases import Case, expect_weights, fit_batch
+from conformance.judge.strategies import MASKING_LOGITS, Inputs, problems, score_problems
 
 CAUSAL_KINDS = [
     pytest.param("self", marks=needs("self_attention.causal", "weights")),

@@ -7,10 +7,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance import clause, needs, oracle
-from conformance.assertions import assert_agree, fail
-from conformance.cases import Case
-from conformance.strategies import Inputs, problems
+from conformance import clause, needs
+from conformance.judge import oracle
+from conformance.judge.assertions import assert_agree, fail
+from conformance.judge.cases import Case
+from conformance.judge.strategies import Inputs, problems
 
 
 def _values(case: Case) -> torch.Tensor:

@@ -14,10 +14,11 @@ import torch
 from torch import Tensor
 
 import golden
-from conformance import clause, needs, oracle
-from conformance.assertions import assert_matches, fail
-from conformance.capabilities import DTYPES
-from conformance.tolerance import expected, scales
+from conformance import clause, needs
+from conformance.judge import oracle
+from conformance.judge.assertions import assert_matches, fail
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.tolerance import expected, scales
 
 
 def tensor(name: str, dtype: str | torch.dtype, device: str) -> Tensor:

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import clause, needs
-from conformance.adapter import PRINT_LIMIT
-from conformance.assertions import assert_agree, check_shape, fail
-from conformance.capabilities import DTYPES
-from conformance.cases import Case, draw_kind, exercise, returned, shapes
-from conformance.strategies import Inputs, problems
+from conformance.judge.adapter import PRINT_LIMIT
+from conformance.judge.assertions import assert_agree, check_shape, fail
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.cases import Case, draw_kind, exercise, returned, shapes
+from conformance.judge.strategies import Inputs, problems
 
 
 @clause("API-SHAPES")

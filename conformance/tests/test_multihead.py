@@ -7,9 +7,9 @@ from dataclasses import replace
 from hypothesis import given
 
 from conformance import clause, needs
-from conformance.assertions import assert_agree, assert_matches, check_shape
-from conformance.cases import Case
-from conformance.strategies import problems
+from conformance.judge.assertions import assert_agree, assert_matches, check_shape
+from conformance.judge.cases import Case
+from conformance.judge.strategies import problems
 
 
 @clause("MH-LAYOUT")

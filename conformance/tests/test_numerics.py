@@ -7,12 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import clause, needs, oracle
-from conformance.assertions import assert_agree, assert_matches, fail
-from conformance.capabilities import DTYPES
-from conformance.cases import FUNCTION_OF, Case, draw_kind
-from conformance.strategies import MIXED_LOGITS, problems
-from conformance.tolerance import expected, scales
+from conformance import clause, needs
+from conformance.judge import oracle
+from conformance.judge.assertions import assert_agree, assert_matches, fail
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.cases import FUNCTION_OF, Case, draw_kind
+from conformance.judge.strategies import MIXED_LOGITS, problems
+from conformance.judge.tolerance import expected, scales
 
 GRAD_KINDS = ("self", "cross", "multihead")
 

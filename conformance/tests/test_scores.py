@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 
 from conformance import clause, needs
-from conformance.assertions import assert_matches
-from conformance.cases import Case, expect_scores
-from conformance.strategies import problems
+from conformance.judge.assertions import assert_matches
+from conformance.judge.cases import Case, expect_scores
+from conformance.judge.strategies import problems
 
 
 @clause("SCORE-DOT")

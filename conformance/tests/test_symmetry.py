@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import clause, needs
-from conformance.assertions import assert_agree
-from conformance.cases import Case
-from conformance.strategies import Inputs, permutations, problems
+from conformance.judge.assertions import assert_agree
+from conformance.judge.cases import Case
+from conformance.judge.strategies import Inputs, permutations, problems
 
 
 @clause("SYM-EQUIVARIANT")

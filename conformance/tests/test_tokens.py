@@ -6,11 +6,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance import clause, needs, oracle
-from conformance.adapter import ImplementationError
-from conformance.assertions import fail
-from conformance.capabilities import DTYPES
-from conformance.strategies import sentences
+from conformance import clause, needs
+from conformance.judge import oracle
+from conformance.judge.adapter import ImplementationError
+from conformance.judge.assertions import fail
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.strategies import sentences
 
 
 @clause("TOK-VOCAB")

@@ -7,18 +7,19 @@ import math
 import torch
 from hypothesis import given
 
-from conformance import clause, needs, oracle
-from conformance.assertions import (
+from conformance import clause, needs
+from conformance.judge import oracle
+from conformance.judge.assertions import (
     assert_agree,
     assert_matches,
     assert_rows_stochastic,
     fail,
 )
-from conformance.capabilities import DTYPES
-from conformance.cases import Case, expect_weights, fit_batch
-from conformance.diagnosis import implied_inverse_scale, scale_hint
-from conformance.strategies import LARGE_LOGITS, problems, score_problems
-from conformance.tolerance import Expected
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.cases import Case, expect_weights, fit_batch
+from conformance.teaching.diagnosis import implied_inverse_scale, scale_hint
+from conformance.judge.strategies import LARGE_LOGITS, problems, score_problems
+from conformance.judge.tolerance import Expected
 
 
 def _self_attention_scores(case: Case) -> torch.Tensor:

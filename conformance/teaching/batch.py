@@ -1,4 +1,4 @@
-"""Grade a folder of submissions: `python -m conformance.batch SUBMISSIONS --out REPORTS`.
+"""Grade a folder of submissions: `python -m conformance.teaching.batch SUBMISSIONS --out REPORTS`.
 
 Every .py file and every package directory in SUBMISSIONS is one student
 (named after the file or directory). Each is checked in its own process,
@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import pytest_arguments
-from conformance.feedback import write
-from conformance.rubric import RubricError, load_rubric
+from conformance.teaching.feedback import write
+from conformance.teaching.rubric import RubricError, load_rubric
 
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
 SUMMARY_FIELDS = ["student", "score", "max_score", "percent", "verdict", "failed_clauses", "diagnosis", "seconds", "note"]
@@ -72,8 +72,8 @@ def _warm_up(profile: str) -> None:
     """
     from hypothesis import settings
 
-    import conformance.mistakes  # noqa: F401  (diagnosis)
-    import conformance.pytest_plugin  # noqa: F401
+    import conformance.teaching.mistakes  # noqa: F401  (diagnosis)
+    import conformance.judge.pytest_plugin  # noqa: F401
 
     settings.load_profile(f"conformance-{profile}")
     for module in sorted(Path(conformance.tests.__file__).parent.glob("test_*.py")):
@@ -232,7 +232,7 @@ def grade(options: argparse.Namespace) -> list[Submission]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m conformance.batch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m conformance.teaching.batch", description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", help="folder with one .py file or package directory per student")
     parser.add_argument("--out", required=True, help="folder for the reports (created)")
     parser.add_argument("--rubric", default=None, help="course rubric (TOML): points, hidden clauses")

@@ -32,9 +32,9 @@ from torch import Tensor
 
 import spec
 from conformance import integrity
-from conformance.capabilities import Capabilities, CapabilityError
-from conformance.capabilities import parse as parse_capabilities
-from conformance.loader import LoadError, load_target
+from conformance.judge.capabilities import Capabilities, CapabilityError
+from conformance.judge.capabilities import parse as parse_capabilities
+from conformance.worker.loader import LoadError, load_target
 
 PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds

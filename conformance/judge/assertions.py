@@ -15,7 +15,7 @@ from typing import NoReturn
 import torch
 from torch import Tensor
 
-from conformance.tolerance import Expected, max_abs_error
+from conformance.judge.tolerance import Expected, max_abs_error
 
 
 class ClauseFailure(AssertionError):

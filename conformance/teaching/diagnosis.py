@@ -66,7 +66,7 @@ def scale_hint(weights: Tensor, scores: Tensor, dims: dict[str, int]) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # Which known mistake does a submission make? Compare its outputs on the golden inputs with the
-# outputs of every mistake in conformance.mistakes on the same inputs.
+# outputs of every mistake in conformance.teaching.mistakes on the same inputs.
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _reference_call(pipeline: object, probe: Probe) -> object:
 
 def _submission_call(implementation, probe: Probe) -> object:
     """The submission's output on the probe, None if unusable, or the ImplementationError it raised."""
-    from conformance.adapter import ImplementationError
+    from conformance.judge.adapter import ImplementationError
 
     try:
         result = implementation.call(probe.function, *probe.args, **probe.kwargs)
@@ -210,7 +210,7 @@ def diagnose(implementation) -> list[Diagnosis]:
     of the signature probes the submission answered (a student may have fixed
     one corner of a mistake, or made a second one elsewhere).
     """
-    from conformance import mistakes
+    from conformance.teaching import mistakes
 
     correct = mistakes.Pipeline()
     candidates = {m: m() for m in mistakes.MISTAKES}

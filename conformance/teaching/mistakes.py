@@ -7,7 +7,7 @@ names the clause(s) whose failure must reject it.
 
 Two uses, neither of which influences a verdict:
 - the suite's self-test: every mistake plugs in through the public path
-  (`--impl conformance.mistakes:NoScale`, a class is instantiated) and must be
+  (`--impl conformance.teaching.mistakes:NoScale`, a class is instantiated) and must be
   rejected by the clause it names (`python -m tests.matrix`). A mistake is
   never recognised by name by any test: if one survives, the fix is a missing
   property or a strategy that does not reach the bug;

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 import spec
-from conformance import oracle
-from conformance.capabilities import DTYPES
+from conformance.judge import oracle
+from conformance.judge.capabilities import DTYPES
 
 
 class OutOfRange(Exception):

@@ -14,12 +14,12 @@ from functools import cached_property
 import torch
 from hypothesis import reject
 
-from conformance import oracle
-from conformance.adapter import Attention, Implementation, ImplementationError
-from conformance.assertions import check_shape
-from conformance.capabilities import DTYPES
-from conformance.strategies import Inputs, Problem
-from conformance.tolerance import Expected, OutOfRange, dot_scale, expected, scales
+from conformance.judge import oracle
+from conformance.judge.adapter import Attention, Implementation, ImplementationError
+from conformance.judge.assertions import check_shape
+from conformance.judge.capabilities import DTYPES
+from conformance.judge.strategies import Inputs, Problem
+from conformance.judge.tolerance import Expected, OutOfRange, dot_scale, expected, scales
 
 FUNCTION_OF = {
     "self": "self_attention",

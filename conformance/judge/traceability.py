@@ -11,7 +11,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).with_name("tests")
+TESTS_DIR = Path(__file__).parents[1] / "tests"
 
 
 def _clause_ids(function: ast.FunctionDef) -> list[str]:

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import spec
-from conformance.diagnosis import Diagnosis
-from conformance.report import ClauseVerdict, counts, overall
-from conformance.rubric import ClauseScore, Rubric, score_clause, total
+from conformance.teaching.diagnosis import Diagnosis
+from conformance.judge.report import ClauseVerdict, counts, overall
+from conformance.teaching.rubric import ClauseScore, Rubric, score_clause, total
 
 INTEGRITY = "integrity violation"
 

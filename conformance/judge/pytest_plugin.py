@@ -22,17 +22,17 @@ from hypothesis import HealthCheck, Phase, settings
 
 import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE, integrity
-from conformance.adapter import (
+from conformance.judge.adapter import (
     DEFAULT_CALL_TIMEOUT,
     Implementation,
     ImplementationError,
 )
-from conformance.assertions import ClauseFailure
-from conformance.diagnosis import diagnose
-from conformance.feedback import Outcome, write
-from conformance.loader import LoadError
-from conformance.report import Collector, TestRecord, skip_kind
-from conformance.rubric import Rubric, RubricError, load_rubric
+from conformance.judge.assertions import ClauseFailure
+from conformance.teaching.diagnosis import diagnose
+from conformance.teaching.feedback import Outcome, write
+from conformance.worker.loader import LoadError
+from conformance.judge.report import Collector, TestRecord, skip_kind
+from conformance.teaching.rubric import Rubric, RubricError, load_rubric
 from golden import GoldenError
 
 COLLECTOR = pytest.StashKey[Collector]()

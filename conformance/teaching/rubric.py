@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import spec
-from conformance.report import NOT_CLAIMED, ClauseVerdict, TestRecord
+from conformance.judge.report import NOT_CLAIMED, ClauseVerdict, TestRecord
 
 
 class RubricError(ValueError):
