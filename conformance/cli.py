@@ -7,13 +7,15 @@ or `--junitxml=out.xml` work as usual.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
 
-import conformance.tests
+import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL
-from conformance.judge.pytest_plugin import PROFILES
+from conformance.judge.profiles import PROFILES
+from conformance.judge.workers import plain_config, prestart
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     teaching.add_argument("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json")
     teaching.add_argument("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student")
     teaching.add_argument("--reveal-hidden", action="store_true", help="show hidden clauses to the student")
-    teaching.add_argument("--grading", action="store_true", help="refuse reads of the golden files and the reference")
+    teaching.add_argument("--grading", action="store_true",
+                          help="grading sandbox: the submission runs from a copy, cannot read the suite, has limits")
+    parser.add_argument("--in-process", action="store_true",
+                        help="debugging only: run the implementation inside the judge (pdb works; no isolation)")
     return parser
 
 
 def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
     # a fixed rootdir keeps test ids short and independent of where --impl points
-    rootdir = Path(conformance.tests.__file__).parent
+    rootdir = Path(__file__).with_name("tests")
     arguments = ["--pyargs", "conformance.tests", f"--rootdir={rootdir}", "-p", "no:cacheprovider", "-q"]
     # this process imported the suite before pytest could mark it for assertion rewriting; it uses none
     arguments += ["--no-header", "-o", "addopts=", "-rfE", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -56,10 +61,15 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
     for option in ("rubric", "gradescope", "feedback"):
         if getattr(args, option):
             arguments += [f"--{option}", getattr(args, option)]
-    arguments += [flag for flag, on in (("--reveal-hidden", args.reveal_hidden), ("--grading", args.grading)) if on]
+    flags = (("--reveal-hidden", args.reveal_hidden), ("--grading", args.grading), ("--in-process", args.in_process))
+    arguments += [flag for flag, on in flags if on]
     return arguments + extra
 
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
+    if not (args.in_process or args.grading):
+        # the worker imports torch and the implementation while this process imports the suite
+        target = args.impl or os.environ.get(ENV_IMPL) or DEFAULT_IMPL
+        prestart(plain_config(target, list(spec.load().function_names)))
     return int(pytest.main(pytest_arguments(args, extra)))

@@ -41,6 +41,16 @@ def run_suite(tmp_path: Path, impl: str, *extra: str, env: dict | None = None, t
     return SuiteRun(done.returncode, done.stdout + done.stderr, document)
 
 
+@pytest.fixture(scope="session")
+def template():
+    """A worker template for the session: workers fork from it warm instead of importing torch each."""
+    from conformance.judge.workers import Template
+
+    started = Template()
+    yield started.path
+    started.close()
+
+
 @pytest.fixture
 def suite(tmp_path):
     """run_suite bound to this test's temporary directory."""

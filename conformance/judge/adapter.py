@@ -1,12 +1,21 @@
-"""A guarded handle on the implementation under test.
+"""The implementation under test, as the judge sees it: a handle on a worker process.
 
-Every call goes through Implementation.call, which
-- hands the implementation copies of its inputs (numpy arrays for numpy
-  implementations), so a function that writes into its arguments cannot
-  corrupt the suite's own tensors, and records which inputs it modified;
-- limits the call's wall time and the amount it may print;
-- turns an exception, a hang, exit() or an output of the wrong type into an
-  ImplementationError whose message names the function and what happened.
+Every call goes through Implementation.call. By default the implementation
+runs in a worker (conformance/worker/shim.py) and the judge exchanges plain
+data with it, so nothing the implementation does can reach the expected
+values, the tolerances or the report. The handle
+- sends the arguments and rebuilds plain tensors from the reply; anything
+  else that comes back is reported by its type, never used;
+- records which inputs the call modified (the worker sends them back), how
+  much it printed (the judge counts the worker's pipes) and how long it took;
+- turns an exception, a hang (the worker is killed from outside and a fresh
+  one started), exit(), a dead worker or an output of the wrong type into an
+  ImplementationError whose message names the function and what happened;
+- differentiates through the worker: a call on tensors that require
+  gradients becomes an autograd node whose backward sends a vjp request.
+
+`--in-process` runs a trusted implementation in the judge's own process
+instead (for pdb); batch grading never does.
 
 A test that gets an ImplementationError fails with that message; every other
 test still runs.
@@ -15,7 +24,6 @@ test still runs.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import signal
 import threading
@@ -31,21 +39,24 @@ import torch
 from torch import Tensor
 
 import spec
-from conformance import integrity
 from conformance.judge.capabilities import Capabilities, CapabilityError
 from conformance.judge.capabilities import parse as parse_capabilities
-from conformance.worker.loader import LoadError, load_target
+from conformance.judge.workers import START_TIMEOUT, WorkerConfig, WorkerDied, WorkerLink, WorkerTimeout, adopt, plain_config
+from conformance.worker import wire
+from conformance.worker.loader import LoadError, load_target, short_traceback
 
 PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds
+DEVICES = ("cpu", "cuda")
 
 
 class ImplementationError(AssertionError):
     """A call into the implementation raised, hung, or returned something unusable."""
 
-    def __init__(self, message: str, original: BaseException | None = None) -> None:
+    def __init__(self, message: str, raised: tuple[str, ...] = (), detail: str = "") -> None:
         super().__init__(message)
-        self.original = original  # the implementation's own exception, when it raised one
+        self.raised = raised  # the implementation's exception class and its bases, by name
+        self.detail = detail  # the implementation's own exception message
 
 
 class Attention(NamedTuple):
@@ -63,109 +74,77 @@ class CallRecord:
     seconds: float = 0.0
 
 
-class _Timeout(BaseException):
-    """Raised by the alarm inside the implementation; BaseException so `except Exception` there cannot swallow it."""
+@dataclass(frozen=True)
+class Signature:
+    parameters: tuple[str, ...] | None  # None: not inspectable (builtins), any keyword is assumed taken
+    varkw: bool
 
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    # SIGALRM only exists on Unix and only works in the main thread; elsewhere calls run unlimited
-    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class _CappedStream(io.TextIOBase):
-    """A stdout/stderr stand-in that counts what is written and keeps only the start."""
-
-    def __init__(self, keep: int = 4096) -> None:
-        self.count = 0
-        self.kept: list[str] = []
-        self._room = keep
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.count += len(text.encode("utf-8", "replace"))
-        if self._room > 0:
-            self.kept.append(text[: self._room])
-            self._room -= len(self.kept[-1])
-        return len(text)
-
-
-def _where(error: BaseException) -> str:
-    """file:line of the innermost frame, to point the author at the line that failed."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-
-
-def _changed(original: Any, copy: Any) -> bool:
-    """Whether the copy handed to the implementation differs from the caller's tensor now."""
-    if not isinstance(original, Tensor):
-        return False
-    if isinstance(copy, np.ndarray):
-        return not np.array_equal(copy, original.detach().cpu().numpy())
-    return not torch.equal(copy, original)
+    def accepts(self, name: str) -> bool:
+        return self.parameters is None or self.varkw or name in self.parameters
 
 
 def _describe(value: object) -> str:
-    if isinstance(value, (Tensor, np.ndarray)):
-        return f"{type(value).__module__.split('.')[0]} array {tuple(value.shape)} {value.dtype}"
-    return type(value).__name__
+    return value.description if isinstance(value, wire.Opaque) else wire.describe(value)
 
 
 class Implementation:
     """The implementation under test, as the suite sees it."""
 
-    def __init__(self, namespace: object, name: str, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> None:
+    def __init__(self, backend: Backend, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> None:
+        self.backend = backend
+        name, declared, signatures = backend.hello()
         try:
-            self.capabilities: Capabilities = parse_capabilities(getattr(namespace, "CAPABILITIES", None))
+            self.capabilities: Capabilities = parse_capabilities(declared)
         except CapabilityError as error:
             raise LoadError(f"{name}: {error}") from None
         self.name = name
-        self.namespace = namespace
         self.call_timeout = call_timeout
-        self.functions: dict[str, Callable] = {}
-        for function in spec.load().function_names:
-            candidate = getattr(namespace, function, None)
-            if candidate is not None:
-                if not callable(candidate):
-                    raise LoadError(f"{name}: {function} is a {type(candidate).__name__}, not a function")
-                self.functions[function] = candidate
-        if not self.functions:
+        self.signatures: dict[str, Signature] = signatures
+        if not signatures:
             names = ", ".join(spec.load().function_names)
             raise LoadError(f"{name} provides none of the spec's functions ({names}); nothing to check")
         self.last_call = CallRecord("")
+        self.called: set[str] = set()  # functions called since the plugin last cleared it (per test)
+        self.tainted: set[str] = set()  # functions seen calling a helper the course forbids
         self._hung: set[str] = set()
 
     @classmethod
-    def load(cls, target: str, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Implementation:
-        namespace, name = load_target(target)
-        return cls(namespace, name, call_timeout)
+    def load(
+        cls, target: str, call_timeout: float | None = DEFAULT_CALL_TIMEOUT, *, in_process: bool = False,
+        config: WorkerConfig | None = None, template: str | None = None,
+    ) -> Implementation:
+        if in_process:
+            return cls(LocalBackend(target), call_timeout)
+        config = config or plain_config(target, list(spec.load().function_names))
+        return cls(RemoteBackend(config, template), call_timeout)
+
+    @property
+    def functions(self) -> list[str]:
+        return list(self.signatures)
+
+    @property
+    def sandbox(self) -> dict[str, str]:
+        """The sandbox layers of the worker and whether each was active."""
+        return dict(getattr(self.backend, "layers", {}))
+
+    @property
+    def violations(self) -> list[str]:
+        return list(getattr(self.backend, "violations", []))
+
+    @property
+    def forbidden_used(self) -> list[str]:
+        return list(getattr(self.backend, "forbidden_used", []))
+
+    def close(self) -> None:
+        self.backend.close()
 
     # ---------------------------------------------------------------- claims
     def has(self, function: str) -> bool:
-        return function in self.functions
+        return function in self.signatures
 
     def accepts(self, function: str, parameter: str) -> bool:
-        """Whether the function takes this parameter (signature inspection)."""
-        try:
-            parameters = inspect.signature(self.functions[function]).parameters
-        except (TypeError, ValueError):  # builtins and C functions: assume it does
-            return True
-        return parameter in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        """Whether the function takes this parameter (signature inspection, in the worker)."""
+        return self.signatures[function].accepts(parameter)
 
     def claims(self, requirement: str) -> bool:
         """Requirements: 'fn' (provided), 'fn.param' (accepts param), 'batching', 'autograd',
@@ -188,13 +167,6 @@ class Implementation:
         return self.has(function) and (not parameter or self.accepts(function, parameter))
 
     # ----------------------------------------------------------------- calls
-    def _to_impl(self, value: Any) -> Any:
-        if isinstance(value, Tensor):
-            if self.capabilities.array == "numpy":
-                return value.detach().cpu().numpy().copy()
-            return value.clone()
-        return value
-
     def _from_impl(self, function: str, value: Any) -> Any:
         expected = np.ndarray if self.capabilities.array == "numpy" else Tensor
         if isinstance(value, expected):
@@ -202,37 +174,32 @@ class Implementation:
         raise ImplementationError(f"{function} returned a {_describe(value)}, expected a {expected.__module__.split('.')[0]} array")
 
     def call(self, function: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `function` with copies of the arguments, guarded; returns its raw result."""
+        """Call `function` on the arguments, guarded; returns its result as plain data."""
         if function in self._hung:
             raise ImplementationError(f"{function} did not return within {self.call_timeout:g} s earlier; not called again")
-        fn = self.functions[function]
-        given = list(args) + list(kwargs.values())
         labels = [f"argument {i + 1}" for i in range(len(args))] + [f"argument {k!r}" for k in kwargs]
-        passed = [self._to_impl(v) for v in given]
-        passed_args, passed_kwargs = passed[: len(args)], dict(zip(kwargs, passed[len(args):]))
-        stream = _CappedStream()
+        record = CallRecord(function)
+        self.called.add(function)
+        forbidden_before = len(self.forbidden_used)
         start = time.perf_counter()
         try:
-            with (
-                _time_limit(self.call_timeout),
-                contextlib.redirect_stdout(stream),
-                contextlib.redirect_stderr(stream),
-                integrity.submission_code(),
-            ):
-                return fn(*passed_args, **passed_kwargs)
-        except _Timeout:
+            return self.backend.call(function, list(args), dict(kwargs), self.call_timeout, record, labels)
+        except WorkerTimeout:
             self._hung.add(function)
             raise ImplementationError(
                 f"{function} did not return within {self.call_timeout:g} s (per-call limit, see --call-timeout)"
             ) from None
-        except SystemExit as error:
-            raise ImplementationError(f"{function} called exit({error.code!r})") from None
-        except Exception as error:
-            raise ImplementationError(f"{function} raised {type(error).__name__}: {error}{_where(error)}", error) from None
+        except WorkerDied as error:
+            raise ImplementationError(f"{function} ended the worker process ({error}): exit(), a crash or a limit") from None
+        except wire.WireError as error:
+            raise ImplementationError(f"{function} sent back data the judge cannot read: {error}") from None
+        except LoadError as error:  # a fresh worker (after a hang or a crash) did not come up
+            raise ImplementationError(f"{function}: the implementation could not be loaded again: {error}") from None
         finally:
-            # recorded whether the call returned or not: what it printed and wrote counts either way
-            mutated = [label for label, original, copy in zip(labels, given, passed) if _changed(original, copy)]
-            self.last_call = CallRecord(function, mutated, stream.count, time.perf_counter() - start)
+            record.seconds = time.perf_counter() - start
+            self.last_call = record
+            if len(self.forbidden_used) > forbidden_before:
+                self.tainted.add(function)
 
     def tensor(self, function: str, *args: Any, **kwargs: Any) -> Tensor:
         """Call a function that returns one array."""
@@ -258,5 +225,354 @@ class Implementation:
         return f"Implementation({self.name!r})"
 
     def describe(self) -> str:
-        return f"{self.name}: functions {', '.join(self.functions)}; {self.capabilities.describe()}"
+        return f"{self.name}: functions {', '.join(self.signatures)}; {self.capabilities.describe()}"
 
+
+def _raised(error: dict, function: str) -> ImplementationError:
+    """The ImplementationError for an exception the implementation raised (as the worker described it)."""
+    if error.get("exit"):
+        return ImplementationError(f"{function} called exit({error.get('code')!r})")
+    kind, message, where = str(error.get("type", "?")), str(error.get("message", "")), str(error.get("where", ""))
+    at = f" (at {where})" if where else ""
+    lineage = tuple(str(n) for n in error.get("lineage", [kind]))
+    return ImplementationError(f"{function} raised {kind}: {message}{at}", lineage, message)
+
+
+# ------------------------------------------------------------------------------------ backends
+class Backend:
+    def hello(self) -> tuple[str, object, dict[str, Signature]]:
+        raise NotImplementedError
+
+    def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
+             labels: list[str]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteBackend(Backend):
+    """The implementation in a worker process (see conformance.judge.workers)."""
+
+    def __init__(self, config: WorkerConfig, template: str | None = None) -> None:
+        self.config = config
+        self.template = template
+        self.link: WorkerLink | None = None
+        self.violations: list[str] = []
+        self.forbidden_used: list[str] = []
+        self.layers: dict[str, str] = {}
+        self.array = "torch"
+        self.output_head = ""
+        self._hello: dict | None = None
+
+    def start(self) -> None:
+        """Start a worker now, without waiting for it (it imports torch while the judge works)."""
+        if self.link is None or not self.link.alive:
+            if self.link is not None:
+                self.output_head = self.output_head or self.link.output_head()
+                self.link.close()
+            self.link = (self.link is None and adopt(self.config)) or WorkerLink(self.config, self.template)
+            self._hello = None
+
+    def _link(self) -> WorkerLink:
+        self.start()
+        if self._hello is None:
+            try:
+                self._hello = self._note(self.link.receive(START_TIMEOUT)[0])
+            except (WorkerDied, WorkerTimeout, wire.WireError) as error:
+                raise LoadError(f"the worker for {self.config.target} did not start: {error}") from None
+            if not self._hello.get("ok"):
+                raise LoadError(str(self._hello.get("error", "the implementation could not be loaded"))[:2000])
+        return self.link
+
+    def _note(self, document: dict) -> dict:
+        for key, seen in (("violations", self.violations), ("forbidden", self.forbidden_used)):
+            for item in document.get(key) or []:
+                if isinstance(item, str) and item[:300] not in seen:
+                    seen.append(item[:300])
+        if isinstance(document.get("sandbox"), dict):
+            self.layers = {str(k)[:40]: str(v)[:300] for k, v in document["sandbox"].items()}
+        return document
+
+    def hello(self) -> tuple[str, object, dict[str, Signature]]:
+        try:
+            self._link()
+        except LoadError:
+            if self.violations:  # a load that failed because the sandbox refused a read of the answer
+                raise LoadError(f"{self.violations[0]}") from None
+            raise
+        hello = self._hello
+        try:
+            declared = wire.decode(hello.get("capabilities"), [])
+        except wire.WireError:
+            declared = wire.Opaque("CAPABILITIES that are not plain data")
+        if isinstance(declared, wire.Opaque):
+            declared = declared.description  # parse() rejects it with the type named
+        if isinstance(declared, dict) and declared.get("array") == "numpy":
+            self.array = "numpy"
+        signatures = {}
+        functions = hello.get("functions") if isinstance(hello.get("functions"), dict) else {}
+        for function in spec.load().function_names:
+            info = functions.get(function)
+            if not isinstance(info, dict):
+                continue
+            if not info.get("callable"):
+                raise LoadError(f"{hello.get('name')}: {function} is a {str(info.get('type'))[:40]}, not a function")
+            parameters = info.get("parameters")
+            parameters = tuple(str(p) for p in parameters) if isinstance(parameters, list) else None
+            signatures[function] = Signature(parameters, bool(info.get("varkw")))
+        return str(hello.get("name", self.config.target))[:200], declared, signatures
+
+    def _exchange(self, document: dict, buffers: list[bytes], timeout: float | None) -> tuple[dict, list[bytes]]:
+        link = self._link()
+        try:
+            reply, reply_buffers = link.request(document, buffers, timeout)
+        except wire.WireError:
+            link.kill()
+            raise
+        self._note(reply)
+        return reply, reply_buffers
+
+    def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
+             labels: list[str]) -> Any:
+        leaves = _tensors([args, kwargs])
+        if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+            return _differentiable_call(self, function, args, kwargs, timeout, record, labels)
+        return self._call(function, args, kwargs, timeout, record, labels)[0]
+
+    def _call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
+              labels: list[str], grad: bool = False) -> tuple[Any, list[bytes]]:
+        sent, buffers = wire.encode([args, kwargs])
+        link = self._link()
+        printed = link.printed
+        try:
+            reply, reply_buffers = self._exchange(
+                {"op": "call", "function": function, "args": sent[0], "kwargs": sent[1]}, buffers, timeout
+            )
+        finally:
+            record.printed_bytes = (self.link.printed - printed) if self.link is link else 0
+        if not reply.get("ok"):
+            raise _raised(reply.get("error") or {}, function)
+        offset = reply.get("after_offset")
+        if not isinstance(offset, int) or not 0 <= offset <= len(reply_buffers):
+            raise wire.WireError("reply without the inputs after the call")
+        record.mutated = _mutated(reply.get("after"), reply_buffers[offset:], sent, buffers, labels)
+        result = wire.decode(reply.get("result"), reply_buffers[:offset], None, DEVICES, grad=grad)
+        return result, buffers
+
+    def vjp(self, function: str, args: list, kwargs: dict, cotangents: list, timeout: float | None) -> list:
+        sent, buffers = wire.encode([args, kwargs, cotangents])
+        reply, reply_buffers = self._exchange(
+            {"op": "vjp", "function": function, "args": sent[0], "kwargs": sent[1], "cotangents": sent[2]},
+            buffers, timeout,
+        )
+        if not reply.get("ok"):
+            raise _raised(reply.get("error") or {}, f"backward of {function}")
+        grads = wire.decode(reply.get("grads"), reply_buffers, "torch", DEVICES)
+        if not isinstance(grads, list):
+            raise wire.WireError("vjp reply without a list of gradients")
+        return grads
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.output_head = self.output_head or self.link.output_head()
+            self.link.close()
+            self.link = None
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+def _replace(value: Any, leaves: Iterator[Tensor]) -> Any:
+    """The same structure with its tensors replaced, in order, by `leaves`."""
+    if isinstance(value, Tensor):
+        return next(leaves)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_replace(v, leaves) for v in value)
+    if isinstance(value, dict):
+        return {k: _replace(v, leaves) for k, v in value.items()}
+    return value
+
+
+def _mutated(after: Any, after_buffers: list[bytes], sent: Any, buffers: list[bytes], labels: list[str]) -> list[str]:
+    """Labels of the arguments whose bytes differ after the call from what was sent."""
+    def arrays(document: Any) -> list[int | None]:
+        if isinstance(document, dict) and "$array" in document:
+            return [document["$array"]]
+        if isinstance(document, dict):
+            return [i for v in document.values() for i in arrays(v)]
+        if isinstance(document, list):
+            return [i for v in document for i in arrays(v)]
+        return [None]
+
+    def per_argument(document: Any) -> list[Any]:
+        if not isinstance(document, list) or len(document) != 2:
+            return []
+        positional, named = document
+        named = named.get("$dict", []) if isinstance(named, dict) else []
+        return [*positional, *(pair[1] for pair in named if isinstance(pair, list) and len(pair) == 2)]
+
+    before, now = per_argument(sent), per_argument(after)
+    changed = []
+    for label, a, b in zip(labels, before, now):
+        ia, ib = arrays(a), arrays(b)
+        bytes_a = [buffers[i] if isinstance(i, int) and i < len(buffers) else None for i in ia]
+        bytes_b = [after_buffers[i] if isinstance(i, int) and 0 <= i < len(after_buffers) else None for i in ib]
+        if any(x is not None for x in bytes_a) and bytes_a != bytes_b:
+            changed.append(label)
+    return changed
+
+
+class _RemoteCall(torch.autograd.Function):
+    """An autograd node for one call into the worker: backward is a vjp request."""
+
+    @staticmethod
+    def forward(ctx, run: Callable, *leaves: Tensor):  # noqa: ANN205
+        outputs, differentiable, backward = run(leaves)
+        ctx.backward_request = backward
+        ctx.mark_non_differentiable(*[o for o, d in zip(outputs, differentiable) if not d])
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *cotangents: Tensor):  # noqa: ANN205
+        return (None, *ctx.backward_request(cotangents))
+
+
+def _differentiable_call(backend: RemoteBackend, function: str, args: list, kwargs: dict, timeout: float | None,
+                         record: CallRecord, labels: list[str]) -> Any:
+    leaves = _tensors([args, kwargs])
+    box: dict[str, Any] = {}
+
+    def run(inputs: tuple[Tensor, ...]):
+        result, _ = backend._call(function, args, kwargs, timeout, record, labels, grad=True)
+        outputs = _tensors(result)
+        box["result"] = result
+        differentiable = [o.requires_grad for o in outputs]
+
+        def backward(cotangents: tuple[Tensor, ...]):
+            wanted = [c if d else None for c, d in zip(cotangents, differentiable)]
+            grads = iter(backend.vjp(function, args, kwargs, wanted, timeout))
+            result_grads = []
+            for leaf in leaves:
+                grad = next(grads, None) if leaf.requires_grad else None
+                result_grads.append(grad if isinstance(grad, Tensor) else None)
+            return tuple(result_grads)
+
+        return [o.detach() for o in outputs], differentiable, backward
+
+    outputs = _RemoteCall.apply(run, *leaves)
+    return _replace(box["result"], iter(outputs))
+
+
+# ------------------------------------------------------------------------------------ in process
+class _Timeout(BaseException):
+    """Raised by the alarm inside the implementation; BaseException so `except Exception` there cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    # SIGALRM only exists on Unix and only works in the main thread; elsewhere calls run unlimited
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _CappedStream(io.TextIOBase):
+    """A stdout/stderr stand-in that counts what is written."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.count += len(text.encode("utf-8", "replace"))
+        return len(text)
+
+
+class LocalBackend(Backend):
+    """The implementation imported into the judge's own process: for debugging trusted code (pdb)."""
+
+    def __init__(self, target: str) -> None:
+        self.namespace, self.name = load_target(target)
+
+    def hello(self) -> tuple[str, object, dict[str, Signature]]:
+        import inspect
+
+        signatures = {}
+        for function in spec.load().function_names:
+            candidate = getattr(self.namespace, function, None)
+            if candidate is None:
+                continue
+            if not callable(candidate):
+                raise LoadError(f"{self.name}: {function} is a {type(candidate).__name__}, not a function")
+            try:
+                parameters = inspect.signature(candidate).parameters
+                signatures[function] = Signature(tuple(parameters),
+                                                 any(p.kind is p.VAR_KEYWORD for p in parameters.values()))
+            except (TypeError, ValueError):
+                signatures[function] = Signature(None, True)
+        declared = getattr(self.namespace, "CAPABILITIES", None)
+        self.array = declared.get("array", "torch") if isinstance(declared, dict) else "torch"
+        return self.name, declared, signatures
+
+    def _to_impl(self, value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return value.detach().cpu().numpy().copy() if self.array == "numpy" else value.clone()
+        return value
+
+    def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
+             labels: list[str]) -> Any:
+        fn = getattr(self.namespace, function)
+        given = args + list(kwargs.values())
+        passed = [self._to_impl(v) for v in given]
+        stream = _CappedStream()
+        try:
+            with _time_limit(timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                return fn(*passed[: len(args)], **dict(zip(kwargs, passed[len(args):])))
+        except _Timeout:
+            raise WorkerTimeout(f"no answer within {timeout:g} s") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - exit() is a result here
+            frames = traceback.extract_tb(error.__traceback__)
+            raise _raised({
+                "type": type(error).__name__, "message": str(error), "exit": isinstance(error, SystemExit),
+                "code": getattr(error, "code", None), "lineage": [c.__name__ for c in type(error).__mro__],
+                "where": f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "",
+            }, function) from None
+        finally:
+            record.mutated = [label for label, original, copy in zip(labels, given, passed) if _changed(original, copy)]
+            record.printed_bytes = stream.count
+
+
+def _changed(original: Any, copy: Any) -> bool:
+    """Whether the copy handed to the implementation differs from the caller's tensor now."""
+    if not isinstance(original, Tensor):
+        return False
+    if isinstance(copy, np.ndarray):
+        return not np.array_equal(copy, original.detach().cpu().numpy())
+    return not torch.equal(copy, original)
+
+
+__all__ = ["Attention", "CallRecord", "DEFAULT_CALL_TIMEOUT", "Implementation", "ImplementationError", "LoadError",
+           "PRINT_LIMIT", "short_traceback"]

@@ -14,54 +14,40 @@ It does nothing for tests that carry no @clause marker.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
 import spec
-from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE, integrity
+from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE
 from conformance.judge.adapter import (
     DEFAULT_CALL_TIMEOUT,
+    Backend,
     Implementation,
     ImplementationError,
+    LocalBackend,
+    RemoteBackend,
 )
+from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.judge.assertions import ClauseFailure
 from conformance.teaching.diagnosis import diagnose
 from conformance.teaching.feedback import Outcome, write
-from conformance.worker.loader import LoadError
+from conformance.teaching.forbidden import scan
+from conformance.teaching.forbidden import tainted as forbidden_functions
+from conformance.worker.loader import LoadError, parse_target
 from conformance.judge.report import Collector, TestRecord, skip_kind
 from conformance.teaching.rubric import Rubric, RubricError, load_rubric
 from golden import GoldenError
 
+BACKEND = pytest.StashKey[Backend]()
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
 RUBRIC = pytest.StashKey[Rubric]()
 
-_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-# no "explain" phase: its coverage notes about the suite's own lines would only confuse the reader
-_PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
-PROFILES = {
-    # CI: same examples every run (no flakes), no example database, bounded; failures shrunk to small examples
-    "ci": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
-    # the same examples without shrinking: for running many implementations (mutation matrix, batch grading)
-    "fast": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES[:-1]),
-    # development: random, remembers failures in .hypothesis/
-    "dev": dict(max_examples=50, phases=_PHASES),
-    # before a release or when hunting a bug
-    "thorough": dict(max_examples=500, phases=_PHASES),
-}
-DEFAULT_PROFILE = "ci"
-for _name, _options in PROFILES.items():
-    settings.register_profile(
-        f"conformance-{_name}",
-        deadline=None,
-        suppress_health_check=_QUIET_CHECKS,
-        print_blob=False,
-        report_multiple_bugs=False,  # one clear failure per test, not an exception group
-        **_options,
-    )
+from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES  # noqa: E402 - registers the profiles
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,8 +76,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student to PATH")
     group.addoption("--reveal-hidden", action="store_true", help="show hidden clauses to students (after the deadline)")
     group.addoption(
-        "--grading", action="store_true", help="refuse the implementation's reads of golden files and the reference"
+        "--grading", action="store_true",
+        help="run the implementation in the grading sandbox: a copy in a scratch dir, no reads of the suite, limits",
     )
+    group.addoption("--memory-mb", type=int, default=Limits.memory_mb, help="grading: address-space limit of the worker")
+    group.addoption("--output-mb", type=int, default=Limits.output_mb, help="grading: largest file the worker may write")
+    group.addoption(
+        "--in-process", action="store_true",
+        help="debugging only: import the implementation into this process (no worker, no isolation; pdb works)",
+    )
+    group.addoption("--worker-template", default=None, help="internal (batch grading): socket of a worker template")
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -115,8 +109,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
     except RubricError as error:
         raise pytest.UsageError(str(error)) from None
+    if config.getoption("grading") and config.getoption("in_process"):
+        raise pytest.UsageError("--grading and --in-process exclude each other: grading always isolates the submission")
+
+
+def _backend(config: pytest.Config) -> Backend:
+    """The implementation's backend: a worker (sandboxed when grading), or this process with --in-process."""
+    target = target_of(config)
+    if config.getoption("in_process"):
+        return LocalBackend(target)
+    functions = list(spec.load().function_names)
     if config.getoption("grading"):
-        integrity.install()
+        limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"))
+        worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid))
+        config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    else:
+        worker = plain_config(target, functions)
+    # judge and worker take turns: torch's spinning pool threads in the judge would only slow the worker
+    torch.set_num_threads(1)
+    backend = RemoteBackend(worker, config.getoption("worker_template"))
+    backend.start()  # the worker imports torch and the implementation while the judge collects
+    return backend
 
 
 def implementation_of(config: pytest.Config) -> Implementation:
@@ -124,10 +137,19 @@ def implementation_of(config: pytest.Config) -> Implementation:
     if IMPLEMENTATION not in config.stash:
         target = target_of(config)
         try:
-            config.stash[IMPLEMENTATION] = Implementation.load(target, config.getoption("call_timeout"))
+            backend = config.stash[BACKEND] if BACKEND in config.stash else _backend(config)
+            config.stash[BACKEND] = backend
+            implementation = Implementation(backend, config.getoption("call_timeout"))
         except LoadError as error:
             pytest.exit(f"cannot check implementation {target!r}: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+        implementation.name = target
+        config.stash[IMPLEMENTATION] = implementation
     return config.stash[IMPLEMENTATION]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if BACKEND in config.stash:
+        config.stash[BACKEND].close()
 
 
 def _clause_of(item: pytest.Item) -> str | None:
@@ -141,6 +163,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         clause_id = _clause_of(item)
         if clause_id is not None:
             collector.expect(item.nodeid, clause_id)
+    if collector and BACKEND not in config.stash:
+        try:
+            config.stash[BACKEND] = _backend(config)
+        except LoadError as error:
+            pytest.exit(f"cannot check implementation {target_of(config)!r}: {error}",
+                        returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -151,6 +179,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if _clause_of(item) is None:
         return
     implementation = implementation_of(item.config)
+    implementation.called.clear()
     for marker in item.iter_markers("needs"):
         missing = [r for r in marker.args if not implementation.claims(r)]
         if missing:
@@ -192,6 +221,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     clause_id = _clause_of(item)
     if clause_id is None:
         return
+    implementation = item.config.stash.get(IMPLEMENTATION, None)
+    functions = tuple(sorted(implementation.called)) if implementation else ()
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
@@ -204,12 +235,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}" if error else report.longreprtext
-        outcome = TestRecord(item.nodeid, "failed", message, report.duration)
+        outcome = TestRecord(item.nodeid, "failed", message, report.duration, functions)
     elif report.when == "call":
-        outcome = TestRecord(item.nodeid, "passed", "", report.duration)
+        outcome = TestRecord(item.nodeid, "passed", "", report.duration, functions)
     else:
         return
     item.config.stash[COLLECTOR].record(outcome)
+
+
+def _forbidden_uses(config: pytest.Config, implementation: Implementation | None) -> tuple[list[str], set[str]]:
+    """Uses of helpers the rubric forbids: blocked calls (from the worker) and the source scan."""
+    rule = sorted(config.stash[RUBRIC].forbid)
+    if not rule or implementation is None:
+        return [], set()
+    functions = list(spec.load().function_names)
+    sentences = [f"{name} was called and refused while grading" for name in implementation.forbidden_used]
+    tainted = set(implementation.tainted)
+    path = parse_target(target_of(config)).path
+    if path is not None:
+        uses = scan(path, rule, functions)
+        sentences += [use.sentence() for use in uses]
+        tainted |= forbidden_functions(uses, functions)
+    return sentences, tainted
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -220,13 +267,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     name = implementation.name if implementation else target_of(config)
     verdicts = collector.verdicts()
     failed = any(v.verdict == "failed" for v in verdicts)
+    forbidden, tainted = _forbidden_uses(config, implementation)
     outcome = Outcome(
         implementation=name,
         description=implementation.describe() if implementation else "",
         verdicts=verdicts,
         rubric=config.stash[RUBRIC],
         diagnoses=diagnose(implementation) if failed and implementation else [],
-        violations=list(integrity.violations),
+        violations=implementation.violations if implementation else [],
+        sandbox=implementation.sandbox if implementation else {},
+        forbidden=forbidden,
+        tainted=frozenset(tainted),
     )
     reveal = config.getoption("reveal_hidden")
     outputs = {

@@ -28,6 +28,7 @@ class TestRecord:
     outcome: str  # passed, failed, not claimed, unavailable, skipped
     message: str = ""
     seconds: float = 0.0
+    functions: tuple[str, ...] = ()  # the implementation's functions the test called
 
 
 @dataclass

@@ -29,9 +29,12 @@ class Outcome:
     rubric: Rubric = field(default_factory=Rubric)
     diagnoses: list[Diagnosis] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    sandbox: dict[str, str] = field(default_factory=dict)  # layer -> "active ..." / "inactive (why)"
+    forbidden: list[str] = field(default_factory=list)  # uses of helpers the course forbids, in words
+    tainted: frozenset[str] = frozenset()  # functions whose tests earn nothing because of them
 
     def __post_init__(self) -> None:
-        self.scores = [score_clause(v, self.rubric) for v in self.verdicts]
+        self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
 
     @property
     def verdict(self) -> str:
@@ -65,6 +68,9 @@ class Outcome:
             rows.append("What the failures look like:")
             rows += [f"  - {d.sentence()}" for d in self.diagnoses]
         rows += [f"INTEGRITY: {v}" for v in self.violations]
+        rows += [f"FORBIDDEN: {f}" for f in self.forbidden]
+        if self.sandbox:
+            rows.append("sandbox: " + "; ".join(f"{layer} {state}" for layer, state in self.sandbox.items()))
         rows.append(f"SCORE {earned:g} / {maximum:g}")
         rows.append(f"VERDICT for {self.implementation}: {self.verdict.upper()} ({tally})")
         return "\n".join(rows)
@@ -81,6 +87,8 @@ class Outcome:
             "max_score": maximum,
             "counts": counts(self.verdicts),
             "integrity_violations": self.violations,
+            "forbidden": self.forbidden,
+            "sandbox": self.sandbox,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],
             "clauses": [
                 asdict(s.clause) | {"points": s.points, "earned": s.earned, "counted": s.counted, "hidden": s.hidden}
@@ -113,6 +121,7 @@ class Outcome:
         earned, maximum = self.score()
         summary = [f"Score {earned:g} / {maximum:g}. Verdict: {self.verdict}."]
         summary += [f"Integrity: {v}" for v in self.violations]
+        summary += [f"Course rule: {f}" for f in self.forbidden]
         summary += [d.sentence() for d in self.diagnoses]
         return {"score": round(earned, 4), "output": "\n".join(summary), "tests": tests}
 
@@ -127,6 +136,8 @@ class Outcome:
             lines += [f"{len(hidden)} more checks are hidden until after the deadline.", ""]
         for violation in self.violations:
             lines += [f"**Integrity:** {violation}. The score is 0.", ""]
+        for use in self.forbidden:
+            lines += [f"**Course rule:** {use}; the checks that call it earn no points.", ""]
         if self.diagnoses:
             lines += ["## What went wrong", ""]
             lines += [f"- {d.sentence()}" for d in self.diagnoses

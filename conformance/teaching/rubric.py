@@ -9,6 +9,7 @@ and hide clauses from students until after the deadline, with a rubric file:
     GOLD-MULTIHEAD = 0
     [hidden]               # shown to students only after the deadline
     clauses = ["NUM-ACCURACY", "API-BATCH"]
+    forbid = ["torch.nn.functional.scaled_dot_product_attention"]   # helpers the course rules out
 
 A clause earns points × (its tests that passed) / (its tests that were judged),
 where a test of something the submission does not provide (a function,
@@ -38,6 +39,7 @@ class Rubric:
     title: str = ""
     points: dict[str, float] = field(default_factory=dict)  # overrides of the spec's points
     hidden: frozenset[str] = frozenset()
+    forbid: frozenset[str] = frozenset()  # dotted names of callables a submission may not use
 
     def points_of(self, clause_id: str) -> float:
         return self.points.get(clause_id, spec.load().clause(clause_id).points)
@@ -54,9 +56,13 @@ def load_rubric(path: Path | None) -> Rubric:
     except tomllib.TOMLDecodeError as error:
         raise RubricError(f"rubric file {path} is not valid TOML: {error}") from None
     known = {c.id for c in spec.load().clauses}
-    unknown_keys = sorted(set(data) - {"title", "points", "hidden"})
+    unknown_keys = sorted(set(data) - {"title", "points", "hidden", "forbid"})
     if unknown_keys:
-        raise RubricError(f"rubric {path}: unknown keys {unknown_keys}; use title, [points], [hidden]")
+        raise RubricError(f"rubric {path}: unknown keys {unknown_keys}; use title, forbid, [points], [hidden]")
+    forbid = data.get("forbid", [])
+    if not isinstance(forbid, list) or not all(isinstance(n, str) and "." in n for n in forbid):
+        raise RubricError(f"rubric {path}: forbid must be a list of dotted names like "
+                          f"'torch.nn.functional.scaled_dot_product_attention', got {forbid!r}")
     points = data.get("points", {})
     hidden = data.get("hidden", {}).get("clauses", [])
     for clause_id in [*points, *hidden]:
@@ -65,7 +71,8 @@ def load_rubric(path: Path | None) -> Rubric:
     for clause_id, value in points.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise RubricError(f"rubric {path}: points for {clause_id} must be a number >= 0, got {value!r}")
-    return Rubric(str(data.get("title", "")), {k: float(v) for k, v in points.items()}, frozenset(hidden))
+    return Rubric(str(data.get("title", "")), {k: float(v) for k, v in points.items()}, frozenset(hidden),
+                  frozenset(forbid))
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,9 @@ def _optional(test: TestRecord) -> bool:
     return all(m.startswith(("dtype:", "device ", "device:")) for m in missing)
 
 
-def score_clause(verdict: ClauseVerdict, rubric: Rubric) -> ClauseScore:
+def score_clause(verdict: ClauseVerdict, rubric: Rubric, tainted: frozenset[str] = frozenset()) -> ClauseScore:
+    """Points earned by a clause; `tainted` functions used a forbidden helper, and tests that called
+    them earn nothing."""
     points = rubric.points_of(verdict.id)
     hidden = verdict.id in rubric.hidden
     judged = [
@@ -92,12 +101,15 @@ def score_clause(verdict: ClauseVerdict, rubric: Rubric) -> ClauseScore:
     ]
     if not judged:
         return ClauseScore(verdict, points, 0.0, False, hidden, verdict.reason or verdict.verdict)
-    passed = sum(t.outcome == "passed" for t in judged)
+    barred = [t for t in judged if t.outcome == "passed" and set(t.functions) & tainted]
+    passed = sum(t.outcome == "passed" for t in judged) - len(barred)
     earned = points * passed / len(judged)
     missing = sorted({t.message.removeprefix("not claimed: ") for t in judged if t.outcome == NOT_CLAIMED})
     earned = round(earned, 2)
     if verdict.verdict == "failed":
         note = verdict.reason
+    elif barred:
+        note = f"uses a helper the course forbids ({', '.join(sorted(set().union(*(t.functions for t in barred)) & tainted))})"
     elif missing:
         note = f"not provided: {', '.join(missing)}"
     else:

@@ -1,4 +1,4 @@
-"""Find the implementation under test from a target string.
+"""Find the implementation under test from a target string (runs in the worker).
 
 Accepted targets:
   impl                      an importable module or package (dotted path)
@@ -9,6 +9,9 @@ Accepted targets:
   path/to/package           a directory with __init__.py (write ./package for one
                             in the current directory: a bare name is a module)
   path/to/file.py:ADAPTER   an attribute of a file
+
+Standard library only: the worker shim loads it by path, and the judge uses
+parse_target to tell paths from module names.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-
-from conformance import integrity
 
 
 class LoadError(RuntimeError):
@@ -51,8 +52,8 @@ def parse_target(text: str) -> Target:
     return Target(text, base, None, attribute or None)
 
 
-def _short_traceback(error: BaseException) -> str:
-    """The last frames of an import-time error: enough to find the line, not a wall."""
+def short_traceback(error: BaseException) -> str:
+    """The last frames of an error: enough to find the line, not a wall."""
     frames = traceback.extract_tb(error.__traceback__)[-2:]
     where = "; ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames)
     return f"{type(error).__name__}: {error}" + (f" (at {where})" if where else "")
@@ -79,26 +80,24 @@ def _import_path(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        with integrity.submission_code():
-            spec.loader.exec_module(module)
+        spec.loader.exec_module(module)
     except BaseException as error:  # SystemExit from a submission is a load error too
         sys.modules.pop(name, None)
-        raise LoadError(f"importing {path} failed: {_short_traceback(error)}") from None
+        raise LoadError(f"importing {path} failed: {short_traceback(error)}") from None
     return module
 
 
 def _import_module(name: str) -> ModuleType:
     try:
-        with integrity.submission_code():
-            return importlib.import_module(name)
+        return importlib.import_module(name)
     except ModuleNotFoundError as error:
         if error.name and name.startswith(error.name):
             raise LoadError(
                 f"no module named {name!r}: install it, run from the directory that contains it, or give a file path"
             ) from None
-        raise LoadError(f"importing {name!r} failed: {_short_traceback(error)}") from None
+        raise LoadError(f"importing {name!r} failed: {short_traceback(error)}") from None
     except BaseException as error:
-        raise LoadError(f"importing {name!r} failed: {_short_traceback(error)}") from None
+        raise LoadError(f"importing {name!r} failed: {short_traceback(error)}") from None
 
 
 def load_target(text: str) -> tuple[object, str]:
@@ -115,5 +114,5 @@ def load_target(text: str) -> tuple[object, str]:
         try:
             namespace = namespace()
         except Exception as error:
-            raise LoadError(f"creating {target.attribute}() failed: {_short_traceback(error)}") from None
+            raise LoadError(f"creating {target.attribute}() failed: {short_traceback(error)}") from None
     return namespace, text

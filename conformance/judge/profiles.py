@@ -1,0 +1,30 @@
+"""The suite's hypothesis profiles, registered on import (light: no torch, so the CLI can read them
+before it starts a worker)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, Phase, settings
+
+_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# no "explain" phase: its coverage notes about the suite's own lines would only confuse the reader
+_PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+PROFILES = {
+    # CI: same examples every run (no flakes), no example database, bounded; failures shrunk to small examples
+    "ci": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
+    # the same examples without shrinking: for running many implementations (mutation matrix, batch grading)
+    "fast": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES[:-1]),
+    # development: random, remembers failures in .hypothesis/
+    "dev": dict(max_examples=50, phases=_PHASES),
+    # before a release or when hunting a bug
+    "thorough": dict(max_examples=500, phases=_PHASES),
+}
+DEFAULT_PROFILE = "ci"
+for _name, _options in PROFILES.items():
+    settings.register_profile(
+        f"conformance-{_name}",
+        deadline=None,
+        suppress_health_check=_QUIET_CHECKS,
+        print_blob=False,
+        report_multiple_bugs=False,  # one clear failure per test, not an exception group
+        **_options,
+    )

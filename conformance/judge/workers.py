@@ -1,0 +1,358 @@
+"""Start, talk to and end the worker processes that run the implementation under test.
+
+The judge never imports the implementation. It starts a worker (a fresh
+interpreter running conformance/worker/shim.py, or a fork of a template that
+has imported torch and numpy), sends plain-data requests over a socket and
+reads the replies, while it counts what the worker writes to its stdout and
+stderr pipes. A call that runs past its time limit gets the worker killed
+from outside; a worker that dies is described from its status pipe ("exit
+status 3", "signal SIGKILL"). Either way the next request starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from conformance.worker import wire
+
+SHIM = Path(__file__).resolve().parents[1] / "worker" / "shim.py"
+KEEP_OUTPUT = 16 * 1024  # bytes of the worker's stdout/stderr kept for the log
+START_TIMEOUT = 120.0  # seconds for a worker to import torch and the implementation
+SPIN = 0.002  # seconds a lone judge polls for a reply: the judge has nothing else to do meanwhile
+# environment a sandboxed worker gets (no secrets of the grader's)
+GRADING_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended while the judge waited for it; the message says how."""
+
+
+class WorkerTimeout(RuntimeError):
+    """The worker did not answer in time and was killed."""
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9; 'signal 40' for numbers with no name (real-time signals)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass
+class WorkerConfig:
+    """What a worker needs to start: plain data only, sent as its first message."""
+
+    target: str
+    functions: list[str]
+    path: list[str] = field(default_factory=list)  # prepended to the worker's sys.path
+    cwd: str = "."
+    sandbox: dict | None = None  # scratch, rlimits, protected_paths, protected_modules (grading)
+    forbid: list[str] = field(default_factory=list)
+    threads: int | None = None
+    warm_up: bool = True  # a fresh interpreter warms autograd up in the background (a template did already)
+    spin: float = 0.0  # seconds the judge polls for a reply, and the worker for a request, before sleeping
+
+    def message(self) -> dict:
+        return {"target": self.target, "functions": self.functions, "path": self.path, "cwd": self.cwd,
+                "sandbox": self.sandbox,
+                "forbid": self.forbid, "threads": self.threads, "warm_up": self.warm_up, "spin": self.spin}
+
+    def environment(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if k in GRADING_ENV} if self.sandbox else dict(os.environ)
+        if self.threads:
+            base["OMP_NUM_THREADS"] = str(self.threads)
+        return base
+
+
+class WorkerLink:
+    """One running worker: its socket, output pipes and status pipe."""
+
+    def __init__(self, config: WorkerConfig, template: str | None = None) -> None:
+        judge_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
+        given = [worker_end.fileno(), out_w, err_w, status_w]
+        self.process: subprocess.Popen | None = None
+        try:
+            if template:
+                config = replace(config, warm_up=False)
+                self.pid = _ask_template(template, given)
+            else:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-I", str(SHIM), "--serve", str(given[0]), str(status_w)],
+                    pass_fds=(given[0], status_w), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                    cwd=config.cwd, env=config.environment(),
+                )
+                self.pid = self.process.pid
+        finally:
+            worker_end.close()
+            for fd in (out_w, err_w, status_w):
+                os.close(fd)
+        self.sock = judge_end
+        self.outputs = {out_r: bytearray(), err_r: bytearray()}
+        self.printed = 0  # bytes written to stdout and stderr, in all
+        self.status_fd = status_r
+        self.reader = wire.Reader()
+        self.alive = True
+        self.spin = config.spin
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        wire.send(self.sock.fileno(), config.message())
+
+    # ------------------------------------------------------------------ exchange
+    def request(self, document: dict, buffers: list[bytes], timeout: float | None) -> tuple[dict, list[bytes]]:
+        wire.send(self.sock.fileno(), document, buffers)
+        return self.receive(timeout)
+
+    def receive(self, timeout: float | None) -> tuple[dict, list[bytes]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self.sock.fileno()
+        spin_until = time.monotonic() + self.spin
+        while True:
+            frame = self.reader.frame()
+            if frame is not None:
+                self._drain()
+                if not isinstance(frame[0], dict):
+                    raise wire.WireError("reply is not a message")
+                return frame
+            if time.monotonic() < spin_until and self._poll_socket():
+                continue
+            watched = [sock, *(fd for fd in self.outputs)]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select(watched, [], [], left)
+            if not ready:
+                self.kill()
+                raise WorkerTimeout(f"no answer within {timeout:g} s")
+            for fd in ready:
+                if fd == sock:
+                    chunk = self.sock.recv(1 << 16)
+                    if not chunk:
+                        self._drain()
+                        raise WorkerDied(self.ending())
+                    self.reader.feed(chunk)
+                else:
+                    self._read_output(fd)
+
+    def _poll_socket(self) -> bool:
+        """One non-blocking look at the socket. Most replies come within a millisecond: looking
+        instead of sleeping in select() saves the wake-up, which costs more than the call on a VM."""
+        try:
+            chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False  # the end: select() and recv() below report it
+        self.reader.feed(chunk)
+        return True
+
+    def _read_output(self, fd: int) -> bool:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            self.outputs.pop(fd)
+            os.close(fd)
+            return False
+        self.printed += len(chunk)
+        kept = self.outputs[fd]
+        if len(kept) < KEEP_OUTPUT:
+            kept += chunk[: KEEP_OUTPUT - len(kept)]
+        return True
+
+    def _drain(self) -> None:
+        """Read what the worker wrote before its reply (it is in the pipes by now)."""
+        for fd in list(self.outputs):
+            while fd in self.outputs and self._read_output(fd):
+                pass
+
+    def output_head(self) -> str:
+        return "".join(bytes(kept).decode("utf-8", "replace") for kept in self.outputs.values())
+
+    # ------------------------------------------------------------------ ending
+    def ending(self, wait: float = 5.0) -> str:
+        """How the worker ended, from its status pipe: 'exit status 3', 'killed by SIGKILL'."""
+        self.alive = False
+        ready, _, _ = select.select([self.status_fd], [], [], wait)
+        text = os.read(self.status_fd, 64).decode("ascii", "replace") if ready else ""
+        kind, _, number = text.partition(" ")
+        if kind == "exit" and number.isdigit():
+            return f"exit status {number}"
+        if kind == "signal" and number.isdigit():
+            return f"killed by {signal_name(int(number))}"
+        return "ended without a status"
+
+    def kill(self) -> None:
+        """End the worker and everything it started (the outer process takes its PID namespace with it)."""
+        if self.alive:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.alive = False
+        self.close()
+
+    def close(self) -> None:
+        """End the worker (nothing more will be asked of it) and release the socket and pipes."""
+        if self.alive:
+            self.kill()
+            return
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+        if self.process is not None:
+            self.process.wait()
+        for fd in [*self.outputs, self.status_fd]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.outputs, self.status_fd = {}, -1
+
+
+def plain_config(target: str, functions: list[str]) -> WorkerConfig:
+    """A worker for a trusted run: the current directory importable (as `python -m` does), one thread
+    (judge and worker take turns; torch's spinning threads would only get in each other's way)."""
+    return WorkerConfig(target, functions, path=[os.getcwd()], cwd=os.getcwd(), threads=1, spin=SPIN)
+
+
+_prestarted: dict[str, WorkerLink] = {}
+
+
+def _key(config: WorkerConfig) -> str:
+    import json
+
+    return json.dumps([config.message(), config.cwd], sort_keys=True)
+
+
+def prestart(config: WorkerConfig) -> None:
+    """Start a worker now; the first backend asking for the same configuration takes it over."""
+    _prestarted[_key(config)] = WorkerLink(config)
+
+
+def adopt(config: WorkerConfig) -> WorkerLink | None:
+    return _prestarted.pop(_key(config), None)
+
+
+def _ask_template(path: str, fds: list[int]) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(30)
+        connection.connect(path)
+        socket.send_fds(connection, [b"w"], fds)
+        answer = connection.recv(32)
+    if not answer.isdigit():
+        raise WorkerDied("the worker template did not start a worker")
+    return int(answer)
+
+
+class Template:
+    """A process that has imported torch and numpy (nothing of the suite) and forks workers on request.
+
+    Used by batch grading: a submission's worker then starts in milliseconds, not seconds.
+    """
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="attention-template-")
+        self.path = os.path.join(self.directory, "socket")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(64)
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", str(SHIM), "--template", str(server.fileno())],
+            pass_fds=(server.fileno(),), stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()
+                                                                         if k in GRADING_ENV},
+        )
+        server.close()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ grading
+PROTECTED_MODULES = ("impl", "golden", "spec", "conformance", "tests")
+MAX_SUBMISSION_BYTES = 64 * 2**20
+
+
+def protected_paths() -> list[str]:
+    """The suite's own folders: the golden files, the reference, the spec, the suite and its tests."""
+    import conformance
+    import golden
+    import spec
+
+    root = Path(conformance.__file__).resolve().parents[1]
+    paths = [Path(m.__file__).resolve().parent for m in (conformance, golden, spec)]
+    paths += [root / name for name in ("impl", "tests") if (root / name / "__init__.py").is_file()]
+    return [str(p) for p in dict.fromkeys(paths)]
+
+
+def copy_submission(target: str, scratch: Path) -> str:
+    """Copy a file or package target into scratch/submission/ and return the target for the copy.
+
+    Only the submission itself is copied (not its neighbours: in a class folder those are
+    classmates); symbolic links are copied as links, so they lead nowhere readable.
+    """
+    from conformance.worker.loader import LoadError, parse_target
+
+    parsed = parse_target(target)
+    if parsed.path is None:
+        raise LoadError(f"grading needs a file or a package directory, not the module name {target!r}")
+    source = parsed.path.expanduser().resolve()
+    if not source.exists():
+        raise LoadError(f"no such file or directory: {source}")
+    destination = scratch / "submission" / source.name
+    destination.parent.mkdir(parents=True)
+    if source.is_dir():
+        size = sum(p.stat().st_size for p in source.rglob("*") if p.is_file() and not p.is_symlink())
+        if size > MAX_SUBMISSION_BYTES:
+            raise LoadError(f"{source} holds {size:,} bytes; a submission may hold at most {MAX_SUBMISSION_BYTES:,}")
+        shutil.copytree(source, destination, symlinks=True)
+    else:
+        if source.stat().st_size > MAX_SUBMISSION_BYTES:
+            raise LoadError(f"{source} is larger than {MAX_SUBMISSION_BYTES:,} bytes")
+        shutil.copyfile(source, destination)
+    return str(destination) + (f":{parsed.attribute}" if parsed.attribute else "")
+
+
+@dataclass
+class Limits:
+    """Resource limits of a sandboxed worker."""
+
+    memory_mb: int = 8192
+    output_mb: int = 16
+    cpu_seconds: int = 1800
+    processes: int = 256
+    open_files: int = 1024
+
+    def rlimits(self) -> dict[str, int]:
+        return {"AS": self.memory_mb * 2**20, "FSIZE": self.output_mb * 2**20, "CPU": self.cpu_seconds,
+                "NPROC": self.processes, "NOFILE": self.open_files}
+
+
+def grading_config(target: str, functions: list[str], limits: Limits, forbid: list[str] = (),
+                   threads: int | None = 1, spin: float = SPIN) -> tuple[WorkerConfig, Path]:
+    """A sandboxed worker's configuration, with its scratch directory (the caller removes it)."""
+    scratch = Path(tempfile.mkdtemp(prefix="attention-scratch-"))
+    try:
+        copied = copy_submission(target, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    box = {"scratch": str(scratch), "rlimits": limits.rlimits(), "protected_paths": protected_paths(),
+           "protected_modules": list(PROTECTED_MODULES)}
+    config = WorkerConfig(copied, functions, cwd=str(scratch), sandbox=box, forbid=list(forbid), threads=threads,
+                          spin=spin)
+    return config, scratch

@@ -1,0 +1,481 @@
+"""The worker: the only process in which the implementation under test runs.
+
+Started by the judge as `python -I shim.py --serve SOCKET STATUS` (a fresh
+interpreter) or forked from a template (`--template LISTEN`) that has imported
+torch and numpy and nothing else. It imports nothing of the suite: its
+siblings wire.py, loader.py and sandbox.py are standard-library modules it
+loads by path. It knows no expected value, tolerance or score.
+
+Life of a worker:
+1. read the start message (target, sys.path, scratch dir, sandbox, forbidden
+   helpers, function names to look for);
+2. split in two: an outer process that waits and reports how the inner one
+   ended on the status pipe, and the inner one (init of a new PID namespace
+   when the machine allows), which applies the sandbox, imports the target and
+   serves calls until the judge closes the socket.
+
+Requests (plain data, see wire.py): call (function, args, kwargs) -> result,
+the inputs as they are after the call, whether the outputs carry gradients;
+vjp (the same call plus cotangents) -> gradients of the inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MESSAGE_LIMIT = 600  # characters of an exception message sent back
+
+
+def _sibling(name: str):
+    """Load wire/loader/sandbox from this folder without importing the suite's packages."""
+    qualified = f"_attention_worker_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wire = _sibling("wire")
+loader = _sibling("loader")
+sandbox = _sibling("sandbox")
+
+
+# ------------------------------------------------------------------------------ the served namespace
+class Worker:
+    def __init__(self, sock: int, config: dict) -> None:
+        self.sock = sock
+        self.connection = socket.socket(fileno=os.dup(sock))
+        self.config = config
+        self.reader = wire.Reader()
+        self.array = "torch"
+        self.functions: dict[str, object] = {}
+        self.violations: list[str] = []
+        self.forbidden_used: list[str] = []
+
+    # -------------------------------------------------------------- messages
+    def receive(self) -> tuple[object, list[bytes]] | None:
+        # the next request usually follows within a few milliseconds: polling for it first saves a
+        # wake-up from sleep, which costs more than a small call on a virtual machine
+        spin_until = time.monotonic() + self.config.get("spin", 0.0)
+        while True:
+            frame = self.reader.frame()
+            if frame is not None:
+                return frame
+            flags = socket.MSG_DONTWAIT if time.monotonic() < spin_until else 0
+            try:
+                chunk = self.connection.recv(1 << 16, flags)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return None
+            self.reader.feed(chunk)
+
+    def reply(self, document: dict, buffers: list[bytes] = ()) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        document["violations"], self.violations = self.violations, []
+        document["forbidden"], self.forbidden_used = self.forbidden_used, []
+        wire.send(self.sock, document, list(buffers))
+
+    # -------------------------------------------------------------- loading
+    def load(self) -> dict:
+        try:
+            namespace, name = loader.load_target(self.config["target"])
+        except loader.LoadError as error:
+            return {"ok": False, "error": str(error)[:2000]}
+        declared = getattr(namespace, "CAPABILITIES", None)
+        document, buffers = wire.encode(declared)
+        if buffers:
+            document = {"$other": "CAPABILITIES holding arrays"}
+        if isinstance(declared, dict) and declared.get("array") == "numpy":
+            self.array = "numpy"
+        functions = {}
+        for function in self.config["functions"]:
+            candidate = getattr(namespace, function, None)
+            if candidate is None:
+                continue
+            if not callable(candidate):
+                functions[function] = {"callable": False, "type": type(candidate).__name__}
+                continue
+            self.functions[function] = candidate
+            functions[function] = {"callable": True, **_signature(candidate)}
+        return {"ok": True, "name": name, "capabilities": document, "functions": functions}
+
+    # -------------------------------------------------------------- calls
+    def arguments(self, document: dict, buffers: list[bytes]) -> tuple[list, dict]:
+        devices = ("cpu", "cuda")
+        args = wire.decode(document["args"], buffers, self.array, devices, grad=True)
+        kwargs = wire.decode(document["kwargs"], buffers, self.array, devices, grad=True)
+        return args, kwargs
+
+    def call(self, document: dict, buffers: list[bytes]) -> None:
+        function = self.functions[document["function"]]
+        args, kwargs = self.arguments(document, buffers)
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - exit() and friends are results here
+            self.reply({"ok": False, "error": _error(error)})
+            return
+        encoded, out_buffers = wire.encode(result)
+        after, after_buffers = wire.encode([args, kwargs])
+        self.reply({"ok": True, "result": encoded, "after": after, "after_offset": len(out_buffers)},
+                   out_buffers + after_buffers)
+
+    def vjp(self, document: dict, buffers: list[bytes]) -> None:
+        import torch
+
+        function = self.functions[document["function"]]
+        args, kwargs = self.arguments(document, buffers)
+        cotangents = wire.decode(document["cotangents"], buffers, "torch", ("cpu", "cuda"))
+        inputs = [t for t in _tensors([args, kwargs]) if t.requires_grad]
+        try:
+            with torch.enable_grad():
+                outputs = _tensors(function(*args, **kwargs))
+                pairs = [(o, c) for o, c in zip(outputs, cotangents) if c is not None and o.requires_grad]
+                grads = torch.autograd.grad([o for o, _ in pairs], inputs, [c.to(o) for o, c in pairs],
+                                            allow_unused=True) if pairs else [None] * len(inputs)
+        except BaseException as error:  # noqa: BLE001
+            self.reply({"ok": False, "error": _error(error)})
+            return
+        encoded, out_buffers = wire.encode(list(grads))
+        self.reply({"ok": True, "grads": encoded}, out_buffers)
+
+    def serve(self) -> None:
+        hello = self.load()
+        self.reply({**hello, "sandbox": self.config.get("layers", {})})
+        if not hello["ok"]:
+            return
+        while True:
+            frame = self.receive()
+            if frame is None:
+                return
+            document, buffers = frame
+            if not isinstance(document, dict):
+                return
+            op = document.get("op")
+            if op == "call":
+                self.call(document, buffers)
+            elif op == "vjp":
+                self.vjp(document, buffers)
+            else:
+                return
+
+
+def _tensors(value) -> list:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+def _signature(function) -> dict:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # builtins and C functions: the judge assumes any keyword is taken
+        return {"parameters": None, "varkw": True}
+    return {"parameters": list(parameters), "varkw": any(p.kind is p.VAR_KEYWORD for p in parameters.values())}
+
+
+def _error(error: BaseException) -> dict:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    try:
+        message = str(error)
+    except BaseException:  # noqa: BLE001 - a __str__ that raises is the submission's business
+        message = "<unprintable>"
+    code = error.code if isinstance(error, SystemExit) and isinstance(error.code, (int, str, type(None))) else None
+    return {"type": type(error).__name__[:80], "message": message[:MESSAGE_LIMIT], "where": where[:200],
+            "exit": isinstance(error, SystemExit), "code": code if not isinstance(code, str) else code[:80],
+            "lineage": [c.__name__[:80] for c in type(error).__mro__][:12]}
+
+
+# ------------------------------------------------------------------------------ grading-time guards
+def record_violations(worker: Worker, protected_paths: list[str], protected_modules: list[str]) -> None:
+    """Name reads of the answer (Landlock refuses them; this only says what was tried)."""
+    paths = tuple(os.path.realpath(p) for p in protected_paths)
+    modules = set(protected_modules)
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open" and args and isinstance(args[0], (str, bytes)):
+            raw = args[0].decode(errors="replace") if isinstance(args[0], bytes) else args[0]
+            path = os.path.realpath(raw)
+            if path.startswith(paths):
+                _note(worker, f"opened {path}: reading the golden files or the suite is not allowed while grading")
+        elif event == "import" and args and isinstance(args[0], str) and args[0].split(".")[0] in modules:
+            _note(worker, f"imported {args[0]}: importing the reference or the suite is not allowed while grading")
+
+    sys.addaudithook(hook)
+
+
+def _note(worker: Worker, message: str) -> None:
+    if message not in worker.violations:
+        worker.violations.append(message)
+
+
+def forbid(worker: Worker, names: list[str]) -> list[str]:
+    """Make each listed callable raise when submission code calls it (a course rule)."""
+    done = []
+    for name in names:
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+            original = getattr(module, attribute)
+        except (ImportError, AttributeError, ValueError):
+            continue
+        setattr(module, attribute, _forbidden(worker, name, original))
+        done.append(name)
+    return done
+
+
+def _forbidden(worker: Worker, name: str, original):
+    message = f"{name} is not allowed in this course (rubric: forbid); write the computation yourself"
+    library = os.path.dirname(sys.modules[name.split(".")[0]].__file__)
+
+    def from_library() -> bool:  # the library's own internals may still use it
+        return sys._getframe(2).f_code.co_filename.startswith(library)
+
+    if isinstance(original, type):
+        class Forbidden(original):
+            def __init__(self, *args, **kwargs):
+                if not from_library():
+                    worker.forbidden_used.append(name)
+                    raise PermissionError(message)
+                super().__init__(*args, **kwargs)
+
+        Forbidden.__name__ = Forbidden.__qualname__ = original.__name__
+        return Forbidden
+
+    def forbidden(*args, **kwargs):
+        if not from_library():
+            worker.forbidden_used.append(name)
+            raise PermissionError(message)
+        return original(*args, **kwargs)
+
+    return forbidden
+
+
+# ------------------------------------------------------------------------------ process setup
+def start(sock: int, status: int) -> None:
+    """Read the start message, split into outer and inner process, sandbox the inner one and serve."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    reader = wire.Reader()
+    frame = None
+    while frame is None:
+        chunk = os.read(sock, 1 << 16)
+        if not chunk:
+            os._exit(0)
+        reader.feed(chunk)
+        frame = reader.frame()
+    config = frame[0]
+    box = config.get("sandbox") or {}
+    layers: dict[str, str] = {}
+    if box:
+        done = sandbox.set_rlimits(box.get("rlimits", {}))
+        layers["rlimits"] = "active: " + ", ".join(done) if done else "inactive"
+        pid_ns, net_ns, why = sandbox.unshare_namespaces()
+        layers["pid namespace"] = "active" if pid_ns else f"inactive ({why}); a child subreaper stands in"
+        layers["network namespace"] = "active (no network)" if net_ns else f"inactive ({why})"
+        if not pid_ns and sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to the outer
+    outer = os.getpid()
+    inner = os.fork()
+    if inner:
+        _outer(inner, status, sock)
+    os.close(status)
+    sandbox.die_with_parent()
+    if os.getppid() != outer and os.getpid() != 1:
+        os._exit(1)
+    worker = Worker(sock, config)
+    if box:
+        _enter_sandbox(worker, config, box, layers)
+    elif config.get("cwd"):
+        os.chdir(config["cwd"])  # a worker forked from a template starts in the template's directory
+    config["layers"] = layers
+    if config.get("warm_up"):
+        # after the sandbox, so that the thread is confined too; it overlaps with the judge's own start
+        import threading
+
+        threading.Thread(target=warm_up, daemon=True).start()
+    sys.path[:0] = config.get("path", [])
+    if config.get("threads"):
+        import torch
+
+        torch.set_num_threads(config["threads"])
+    if config.get("forbid"):
+        forbid(worker, config["forbid"])
+    worker.serve()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _enter_sandbox(worker: Worker, config: dict, box: dict, layers: dict[str, str]) -> None:
+    scratch = box["scratch"]
+    os.chdir(scratch)
+    os.environ.update({"HOME": scratch, "TMPDIR": scratch})
+    reads = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+             *[p for p in sys.path if p], "/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys", "/dev"]
+    # the torch and numpy actually imported, wherever they live (an editable or user install)
+    for name in ("torch", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            reads.append(os.path.dirname(os.path.dirname(module.__file__)))
+    record_violations(worker, box.get("protected_paths", []), box.get("protected_modules", []))
+    # the scratch dir is handed over to the unprivileged user; what it must be able to read is the rest
+    drop, why_not = sandbox.can_drop_to_nobody([p for p in reads[:5] if p] + [os.path.dirname(scratch)])
+    why = sandbox.landlock(reads, [scratch, "/dev/null"], box.get("protected_paths", []))
+    layers["landlock"] = "active: reads the interpreter and libraries, writes only the scratch dir" if not why else f"inactive ({why})"
+    if drop:
+        sandbox.drop_to_nobody(scratch)
+        layers["unprivileged uid"] = f"active (uid {sandbox.NOBODY})"
+    else:
+        layers["unprivileged uid"] = f"inactive ({why_not})"
+
+
+def _outer(inner: int, status: int, sock: int) -> None:
+    """Wait for the inner process, killing it if the judge goes away (its end of the socket
+    closes); then end every leftover descendant and report how the inner process ended."""
+    import select
+
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(inner, signal.SIGKILL))
+    watch = select.poll()
+    watch.register(sock, getattr(select, "POLLRDHUP", 0x2000))
+    code = 0
+    while True:
+        try:
+            done, code = os.waitpid(inner, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done:
+            break
+        if watch.poll(200):  # the judge closed its end or died: nothing will read the results
+            os.kill(inner, signal.SIGKILL)
+            watch.unregister(sock)
+    os.close(sock)
+    report = f"signal {os.WTERMSIG(code)}" if os.WIFSIGNALED(code) else f"exit {os.WEXITSTATUS(code)}"
+    _sweep()
+    try:
+        os.write(status, report.encode())
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _sweep() -> None:
+    """Kill the descendants that were reparented to this process (the subreaper fallback)."""
+    for _ in range(3):
+        try:
+            children = {int(pid) for task in os.listdir("/proc/self/task")
+                        for pid in open(f"/proc/self/task/{task}/children").read().split()}
+        except OSError:
+            return
+        if not children:
+            return
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def warm_up() -> None:
+    """Run autograd once on an attention step: its first backward imports what it needs lazily
+    (sympy among them), most of a second that would otherwise land in the first gradient test."""
+    import torch
+
+    # an attention step, masked, differentiated through both outputs: this is what first pulls in the
+    # lazily imported parts of autograd (sympy among them)
+    x = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)
+    scores = (x @ x.T).masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1), float("-inf"))
+    weights = torch.softmax(scores / 2**0.5, dim=-1)
+    context = weights @ x
+    torch.autograd.grad([context, weights], [x], [torch.ones_like(context), torch.ones_like(weights)])
+
+
+def template(listen: int) -> None:
+    """Fork a worker for every connection on `listen`; the connection brings four fds
+    (socket, stdout, stderr, status) and gets the new worker's pid back."""
+    import numpy  # noqa: F401 - imported once here: every forked worker starts warm
+    import torch  # noqa: F401
+
+    warm_up()
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    server = socket.socket(fileno=listen)
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        with connection:
+            try:
+                _, fds, _, _ = socket.recv_fds(connection, 16, 4)
+            except OSError:
+                continue
+            if len(fds) != 4:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                connection.close()
+                _become_worker(*fds)
+            for fd in fds:
+                os.close(fd)
+            try:
+                connection.sendall(str(pid).encode())
+            except OSError:
+                pass
+
+
+def _become_worker(sock: int, stdout: int, stderr: int, status: int) -> None:
+    try:
+        os.setsid()
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        start(sock, status)
+    finally:
+        os._exit(70)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) == 3 and argv[0] == "--serve":
+        import numpy  # noqa: F401 - before any sandbox
+        import torch  # noqa: F401
+
+        os.setsid()
+        start(int(argv[1]), int(argv[2]))
+    elif len(argv) == 2 and argv[0] == "--template":
+        template(int(argv[1]))
+    else:
+        sys.exit("usage: shim.py --serve SOCKET_FD STATUS_FD | --template LISTEN_FD")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
