@@ -23,7 +23,7 @@ VERDICTS = {
     "load-error": {"cannot load"},
     "timeout": {"does not conform"},
     "flood": {"does not conform"},
-    "crash": {"crashed"},
+    "crash": {"does not conform"},  # the worker dies, its clauses fail, the judge goes on
     "integrity": {"integrity violation"},
     "memory": {"does not conform"},
 }
@@ -64,7 +64,7 @@ def test_verdict_matches_what_the_submission_does(graded, student):
     if expected["outcome"] == "mistake":
         assert set(expected["failing"]) <= failed
         assert expected["mistake"] in row["diagnosis"].split(), f"{student}: diagnosed {row['diagnosis']!r}"
-    if expected["outcome"] in ("load-error", "crash", "integrity"):
+    if expected["outcome"] in ("load-error", "integrity"):
         assert float(row["score"]) == 0 and row["note"]
 
 
@@ -81,6 +81,14 @@ def test_hang_and_flood_are_named_in_the_reports(graded):
     quiet = next(c for c in sybil["clauses"] if c["id"] == "API-QUIET")
     assert quiet["verdict"] == "failed" and "printed" in quiet["reason"]
     assert (out / "sybil" / "log.txt").stat().st_size < 20 * 2**20
+
+
+def test_exit_and_os_exit_fail_their_clauses_and_the_run_goes_on(graded):
+    out, rows, _ = graded
+    trent = json.loads((out / "trent" / "report.json").read_text())
+    reasons = " ".join(c["reason"] for c in trent["clauses"])
+    assert "called exit(0)" in reasons and "ended the worker process (exit status 3)" in reasons
+    assert float(rows["trent"]["score"]) < float(rows["alice"]["score"])
 
 
 def test_memory_hog_fails_its_calls_without_stopping_the_batch(graded):

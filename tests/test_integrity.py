@@ -1,43 +1,18 @@
-"""While grading, a submission cannot read the golden files or import the reference."""
+"""While grading, a submission cannot read the golden files or the suite, and the attempt is named."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
+import pytest
+
+from conformance.worker.sandbox import landlock_abi
 from tests.conftest import REPO
 
-PROBE = textwrap.dedent("""
-    import os
-    import golden
-    from conformance import integrity
-
-    path = os.path.join(os.path.dirname(golden.__file__), "data", "self", "context.npy")
-    integrity.install()
-    open(path, "rb").close()
-    print("suite may read")
-    with integrity.submission_code():
-        for attempt in (lambda: open(path, "rb"), lambda: __import__("impl")):
-            try:
-                attempt()
-                print("allowed")
-            except PermissionError as error:
-                print("refused:", error)
-    print("violations", len(integrity.violations))
-""")
+needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="unavailable: the kernel has no Landlock")
 
 
-def test_guard_refuses_only_submission_code():
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
-    lines = done.stdout.splitlines()
-    assert lines[0] == "suite may read"
-    assert lines[1].startswith("refused: opened ") and "golden" in lines[1]
-    assert lines[2].startswith("refused: imported impl")
-    assert lines[3] == "violations 2"
-
-
-def test_reading_the_answer_during_a_call_is_an_integrity_violation(suite, tmp_path):
+def test_importing_the_answer_is_an_integrity_violation(suite, tmp_path):
     copier = tmp_path / "copier.py"
     copier.write_text(textwrap.dedent("""
         import os
@@ -54,3 +29,28 @@ def test_reading_the_answer_during_a_call_is_an_integrity_violation(suite, tmp_p
     assert run.report["verdict"] == "integrity violation"
     assert run.report["score"] == 0
     assert "imported golden" in run.report["integrity_violations"][0]
+
+
+@needs_landlock
+def test_reading_golden_files_by_path_is_refused_and_named(suite, tmp_path):
+    reader = tmp_path / "reader.py"
+    reader.write_text(textwrap.dedent(f"""
+        import numpy as np
+        import torch
+
+        DATA = {str(REPO / "golden" / "data" / "self")!r}
+
+        def self_attention(x, w_q, w_k, w_v):
+            return (torch.from_numpy(np.load(DATA + "/context.npy")),
+                    torch.from_numpy(np.load(DATA + "/weights.npy")))
+    """))
+    run = suite(str(reader), "--grading", "-k", "golden")
+    assert run.report["verdict"] == "integrity violation"
+    assert "PermissionError" in run.reason("GOLD-SELF")  # Landlock refused the read itself
+    assert run.report["integrity_violations"][0].startswith(f"opened {REPO / 'golden'}")
+    assert run.report["sandbox"]["landlock"].startswith("active")
+
+
+def test_without_grading_there_is_no_sandbox(suite):
+    run = suite("impl", "-k", "golden")
+    assert run.report["verdict"] == "conforms" and run.report["sandbox"] == {}

@@ -86,6 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="debugging only: import the implementation into this process (no worker, no isolation; pdb works)",
     )
     group.addoption("--worker-template", default=None, help="internal (batch grading): socket of a worker template")
+    group.addoption("--worker-spin", type=float, default=None,
+                    help="internal: seconds judge and worker poll for each other before sleeping (batch: 0)")
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -122,6 +124,8 @@ def _backend(config: pytest.Config) -> Backend:
     if config.getoption("grading"):
         limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"))
         worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid))
+        if config.getoption("worker_spin") is not None:
+            worker.spin = config.getoption("worker_spin")
         config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
     else:
         worker = plain_config(target, functions)

@@ -1,13 +1,15 @@
 """Grade a folder of submissions: `python -m conformance.teaching.batch SUBMISSIONS --out REPORTS`.
 
 Every .py file and every package directory in SUBMISSIONS is one student
-(named after the file or directory). Each is checked in its own process,
-forked from a parent that has already imported torch and the suite (so a
-submission costs its tests, not an interpreter start), with limits on wall
-time, memory and output, in a scratch working directory, with the integrity
-guard on (no reading the golden files or importing the reference). A
-submission that crashes, hangs, exits, floods the output or cheats gets a
-clear verdict and cannot stop the batch.
+(named after the file or directory). Each student gets a judge, forked from
+this warm parent (it holds the suite, the golden data and the reports), and a
+worker in the grading sandbox, forked from a template that has imported torch
+and numpy and nothing of the suite: the submission runs from a copy in its
+own scratch directory, cannot read the suite or its classmates, has limits on
+memory, output and processes, and everything it starts ends with it. The
+judge writes the reports; this parent reads only what judges wrote, trusting
+nothing it cannot parse. A submission that crashes, hangs, exits, floods the
+output or cheats gets a clear verdict and cannot stop the batch.
 
 REPORTS/<student>/ receives results.json (Gradescope), feedback.md, report.json,
 junit.xml and log.txt; REPORTS/summary.csv has one row per student.
@@ -20,7 +22,6 @@ import csv
 import importlib
 import json
 import os
-import resource
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import pytest_arguments
+from conformance.judge.workers import Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.rubric import RubricError, load_rubric
 
@@ -73,6 +75,7 @@ def _warm_up(profile: str) -> None:
     from hypothesis import settings
 
     import conformance.teaching.mistakes  # noqa: F401  (diagnosis)
+    import conformance.tests
     import conformance.judge.pytest_plugin  # noqa: F401
 
     settings.load_profile(f"conformance-{profile}")
@@ -80,24 +83,14 @@ def _warm_up(profile: str) -> None:
         importlib.import_module(f"conformance.tests.{module.stem}")
 
 
-def _child(submission: Submission, arguments: list[str], limits: argparse.Namespace) -> None:
-    """In the forked process: limits, a scratch directory, output to log.txt, then the suite."""
+def _child(submission: Submission, arguments: list[str]) -> None:
+    """In the forked judge: output to log.txt, then the suite (the submission runs in its worker)."""
     code = 70  # EX_SOFTWARE, if anything below fails before pytest reports
     try:
-        os.setpgrp()  # its own process group, so a timeout kills whatever it started too
-        memory = limits.memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        output = limits.output_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
-        scratch = submission.reports / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        os.chdir(scratch)
+        os.setpgrp()  # its own process group, so a timeout ends the judge and the worker template's child
         log = os.open(submission.reports / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        import torch
-
-        torch.set_num_threads(1)
         code = int(pytest.main(arguments))
     except BaseException:  # noqa: BLE001 - the child must always end through os._exit
         pass
@@ -107,9 +100,10 @@ def _child(submission: Submission, arguments: list[str], limits: argparse.Namesp
         os._exit(code)
 
 
-def _arguments(submission: Submission, options: argparse.Namespace) -> list[str]:
+def _arguments(submission: Submission, options: argparse.Namespace, template: str) -> list[str]:
     reports = submission.reports
     namespace = argparse.Namespace(
+        in_process=False,
         impl=str(submission.path.resolve()),
         profile=options.profile,
         json=str(reports / "report.json"),
@@ -120,8 +114,11 @@ def _arguments(submission: Submission, options: argparse.Namespace) -> list[str]
         reveal_hidden=options.reveal_hidden,
         grading=True,
     )
-    # captured output of a flooding submission must not reach the log: --show-capture=no
-    return pytest_arguments(namespace, ["--junitxml", str(reports / "junit.xml"), "--show-capture=no"])
+    extra = ["--junitxml", str(reports / "junit.xml"), "--worker-template", template,
+             "--memory-mb", str(options.memory_mb), "--output-mb", str(options.output_mb),
+             # judges that share the CPUs with other judges sleep while their worker computes
+             "--worker-spin", "0" if 2 * options.jobs > (os.cpu_count() or 1) else "0.002"]
+    return pytest_arguments(namespace, extra)
 
 
 def _load_error(submission: Submission) -> str:
@@ -154,21 +151,20 @@ def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
     if submission.timed_out:
         return _failure_row(submission, "timed out", f"the whole run took longer than {options.timeout:g} s and was stopped")
     if os.WIFSIGNALED(status):
-        name = signal.Signals(os.WTERMSIG(status)).name
-        return _failure_row(submission, "crashed", f"the process was killed by {name} (memory or output limit, or a crash)")
+        name = signal_name(os.WTERMSIG(status))
+        return _failure_row(submission, "crashed", f"the judge was killed by {name}")
     code = os.WEXITSTATUS(status)
     if code == EXIT_USAGE:
         message = _load_error(submission) or "the submission could not be loaded"
         verdict = "integrity violation" if "not allowed while grading" in message else "cannot load"
         return _failure_row(submission, verdict, message)
-    if code not in (0, 1) or not report.exists():
-        return _failure_row(
-            submission, "crashed", f"the process ended with exit status {code} before the suite finished (os._exit?)"
-        )
-    document = json.loads(report.read_text(encoding="utf-8"))
-    failed = [c["id"] for c in document["clauses"] if c["verdict"] == "failed"]
-    diagnoses = [d["title"] for d in document["diagnoses"] if d["kind"] == "mistake"]
-    maximum = document["max_score"]
+    try:  # written by the judge, never by the submission; still, nothing is taken on trust
+        document = json.loads(report.read_text(encoding="utf-8")) if code in (0, 1) and report.is_file() else None
+        failed = [c["id"] for c in document["clauses"] if c["verdict"] == "failed"]
+        diagnoses = [d["title"] for d in document["diagnoses"] if d["kind"] == "mistake"]
+        maximum = float(document["max_score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _failure_row(submission, "crashed", f"the judge ended with exit status {code} without a readable report")
     return {
         "score": round(document["score"], 2),
         "max_score": maximum,
@@ -181,24 +177,32 @@ def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
 
 
 def grade(options: argparse.Namespace) -> list[Submission]:
-    folder, out = Path(options.submissions), Path(options.out)
+    folder, out = Path(options.submissions).resolve(), Path(options.out).resolve()
     found, ignored = discover(folder)
     if ignored:
         print(f"ignoring {len(ignored)} entries that are neither .py files nor packages: {', '.join(ignored)}")
     submissions = [Submission(student, path, out / student) for student, path in found]
-    _warm_up(options.profile)
+    template = Template()
+    try:
+        _warm_up(options.profile)
+        return _run(submissions, options, out, template.path)
+    finally:
+        template.close()
+
+
+def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, template: str) -> list[Submission]:
     waiting, running, done = list(submissions), {}, []
     while waiting or running:
         while waiting and len(running) < options.jobs:
             submission = waiting.pop(0)
             submission.reports.mkdir(parents=True, exist_ok=True)
-            arguments = _arguments(submission, options)
+            arguments = _arguments(submission, options, template)
             sys.stdout.flush()
             sys.stderr.flush()
             submission.started = time.perf_counter()
             pid = os.fork()
             if pid == 0:
-                _child(submission, arguments, options)
+                _child(submission, arguments)
             submission.pid = pid
             running[pid] = submission
         time.sleep(0.05)
@@ -211,8 +215,11 @@ def grade(options: argparse.Namespace) -> list[Submission]:
                 finished, status = os.waitpid(pid, 0)
             if finished:
                 submission.status, submission.seconds = status, elapsed
-                submission.row = {"student": submission.student, **_result_row(submission, options),
-                                  "seconds": round(elapsed, 1)}
+                try:
+                    row = _result_row(submission, options)
+                except Exception as error:  # noqa: BLE001 - one student's odd report must not stop the batch
+                    row = _failure_row(submission, "crashed", f"its reports could not be read: {type(error).__name__}")
+                submission.row = {"student": submission.student, **row, "seconds": round(elapsed, 1)}
                 del running[pid]
                 done.append(submission)
                 row = submission.row

@@ -1,0 +1,179 @@
+"""A class of adversarial submissions, graded in batch next to honest students, as a teacher would.
+
+Every sample in tests/submissions/adversarial/ is one attack that worked against the old
+in-process grader (see its docstring). Graded together with honest classmates, with a rubric that
+forbids the fused helpers, none may earn more than its honest content deserves, none may change a
+file outside its scratch directory, and none may leave a process behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conformance.worker.sandbox import landlock_abi
+from tests.conftest import REPO
+
+SAMPLES = REPO / "tests" / "submissions" / "adversarial"
+ATTACKS = tomllib.loads((SAMPLES / "EXPECTED.toml").read_text())
+HONEST = ("alice", "bob", "carol_numpy")
+RUBRIC = """title = "Attention homework"
+forbid = ["torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"]
+"""
+
+pytestmark = pytest.mark.skipif(
+    landlock_abi() < 1 or not sys.platform.startswith("linux"),
+    reason="unavailable: the grading sandbox's file rules need Linux with Landlock",
+)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under a folder (caches excluded)."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and ".pytest_cache" not in path.parts
+    }
+
+
+def protected() -> dict[str, dict[str, str]]:
+    return {name: digest(REPO / name) for name in ("golden", "conformance", "impl", "spec")}
+
+
+def batch(folder: Path, out: Path, rubric: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "conformance.teaching.batch", str(folder), "--out", str(out), "--rubric", str(rubric),
+         "--call-timeout", "3", "--timeout", "150", "--jobs", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+
+
+def rows_of(out: Path) -> dict[str, dict]:
+    with open(out / "summary.csv", newline="") as handle:
+        return {row["student"]: row for row in csv.DictReader(handle)}
+
+
+def leftover_processes(marker: str) -> list[str]:
+    """Processes whose working directory is a grading scratch dir (a submission's, by construction)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in os.readlink(entry / "cwd"):
+                    found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:120]!r}")
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adversarial")
+    classroom, alone = root / "class", root / "alone"
+    classroom.mkdir()
+    alone.mkdir()
+    for sample in SAMPLES.glob("*.py"):
+        shutil.copy(sample, classroom / sample.name)
+    for student in HONEST:
+        shutil.copy(REPO / "tests" / "submissions" / f"{student}.py", classroom / f"{student}.py")
+        shutil.copy(REPO / "tests" / "submissions" / f"{student}.py", alone / f"{student}.py")
+    rubric = root / "course.toml"
+    rubric.write_text(RUBRIC)
+    before, classroom_before = protected(), digest(classroom)
+    done = batch(classroom, root / "grades", rubric)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    alone_done = batch(alone, root / "grades-alone", rubric)
+    assert alone_done.returncode == 0, alone_done.stdout[-3000:] + alone_done.stderr[-3000:]
+    summary = (root / "grades" / "summary.csv").read_text()
+    return {
+        "root": root, "out": root / "grades", "rows": rows_of(root / "grades"),
+        "alone": rows_of(root / "grades-alone"), "before": before, "classroom": classroom,
+        "classroom_before": classroom_before, "summary": summary, "ended": time.monotonic(),
+    }
+
+
+def test_the_summary_is_complete(graded):
+    assert set(graded["rows"]) == set(ATTACKS) | set(HONEST)
+    for student, row in graded["rows"].items():
+        assert row["verdict"] and row["score"] != "", (student, row)
+
+
+@pytest.mark.parametrize("sample", sorted(name for name, a in ATTACKS.items() if not a["honest"]))
+def test_an_attack_with_no_attention_code_earns_at_most_half(graded, sample):
+    row = graded["rows"][sample]
+    assert row["verdict"] != "conforms", row
+    assert float(row["score"]) <= 0.5 * float(row["max_score"]), row
+
+
+@pytest.mark.parametrize("student", HONEST)
+def test_honest_classmates_keep_the_score_they_get_alone(graded, student):
+    assert graded["rows"][student]["score"] == graded["alone"][student]["score"]
+    assert graded["rows"][student]["verdict"] == graded["alone"][student]["verdict"] == "conforms"
+
+
+@pytest.mark.parametrize("sample", sorted(name for name, a in ATTACKS.items() if a["honest"]))
+def test_forbidden_helpers_are_named_and_earn_nothing(graded, sample):
+    row = graded["rows"][sample]
+    feedback = (graded["out"] / sample / "feedback.md").read_text()
+    assert "scaled_dot_product_attention" in feedback and "this course" in feedback
+    assert float(row["score"]) == 0, row
+
+
+def test_the_dodge_is_found_by_the_source_scan(graded):
+    report = json.loads((graded["out"] / "forbidden_dodge" / "report.json").read_text())
+    assert any("forbidden_dodge.py" in use and "in self_attention" in use for use in report["forbidden"])
+    assert any("in cross_attention" in use for use in report["forbidden"])
+
+
+def test_nothing_outside_the_scratch_dirs_changed(graded):
+    assert protected() == graded["before"]
+    assert digest(graded["classroom"]) == graded["classroom_before"]
+
+
+def test_no_process_outlives_its_grading_and_nothing_rewrites_the_summary(graded):
+    # the daemon sample sleeps 8 s after its import before it rewrites summary.csv
+    time.sleep(max(0.0, 10 - (time.monotonic() - graded["ended"])))
+    assert leftover_processes("attention-scratch-") == []
+    assert (graded["out"] / "summary.csv").read_text() == graded["summary"]
+
+
+def test_a_classmates_source_never_reaches_the_feedback(graded):
+    alice = (REPO / "tests" / "submissions" / "alice.py").read_text()
+    secret = "Alice -- I implemented every function of the assignment."
+    assert secret in alice
+    for student in ATTACKS:
+        for report in (graded["out"] / student).glob("*"):
+            if report.is_file():
+                assert secret not in report.read_text(errors="replace"), report
+
+
+def test_an_unnamed_signal_and_a_hooked_exit_leave_complete_reports(graded):
+    # in its PID namespace the worker is init, which ignores signals it has no handler for; outside one
+    # it dies of "signal 40" (tests/test_adapter.py): either way the judge writes its report
+    for sample in ("signal40", "exit_hook"):
+        report = json.loads((graded["out"] / sample / "report.json").read_text())
+        assert report["verdict"] == "does not conform" and report["clauses"], sample
+
+
+def test_an_ignored_alarm_does_not_defeat_the_time_limit(graded):
+    report = json.loads((graded["out"] / "ignore_alarm" / "report.json").read_text())
+    assert any("did not return within 3 s" in c["reason"] for c in report["clauses"])
+    assert float(graded["rows"]["ignore_alarm"]["seconds"]) < 150
+
+
+def test_the_report_says_which_sandbox_layers_were_active(graded):
+    report = json.loads((graded["out"] / "alice" / "report.json").read_text())
+    layers = report["sandbox"]
+    assert set(layers) >= {"landlock", "pid namespace", "network namespace", "rlimits", "unprivileged uid"}
+    assert layers["landlock"].startswith("active")
+    assert all(state.startswith(("active", "inactive (")) for state in layers.values())
