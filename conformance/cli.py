@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     teaching.add_argument("--reveal-hidden", action="store_true", help="show hidden clauses to the student")
     teaching.add_argument("--grading", action="store_true",
                           help="grading sandbox: the submission runs from a copy, cannot read the suite, has limits")
+    parser.add_argument("--worker-template", default=None, metavar="SOCKET",
+                        help="fork the worker from this worker template (batch grading and the mutation matrix start one)")
     parser.add_argument("--in-process", action="store_true",
                         help="debugging only: run the implementation inside the judge (pdb works; no isolation)")
     return parser
@@ -61,6 +63,8 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
     for option in ("rubric", "gradescope", "feedback"):
         if getattr(args, option):
             arguments += [f"--{option}", getattr(args, option)]
+    if getattr(args, "worker_template", None):
+        arguments += ["--worker-template", args.worker_template]
     flags = (("--reveal-hidden", args.reveal_hidden), ("--grading", args.grading), ("--in-process", args.in_process))
     arguments += [flag for flag, on in flags if on]
     return arguments + extra
@@ -68,7 +72,7 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if not (args.in_process or args.grading):
+    if not (args.in_process or args.grading or args.worker_template):
         # the worker imports torch and the implementation while this process imports the suite
         target = args.impl or os.environ.get(ENV_IMPL) or DEFAULT_IMPL
         prestart(plain_config(target, list(spec.load().function_names)))

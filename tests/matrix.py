@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from conformance.judge.workers import ENV_SPIN, Template
 from conformance.teaching import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,9 +78,10 @@ def entries() -> list[Entry]:
     return result
 
 
-def run(entry: Entry, profile: str, scratch: Path) -> Entry:
+def run(entry: Entry, profile: str, scratch: Path, template: str) -> Entry:
     report = scratch / f"{entry.name.replace(' ', '_').replace('/', '_')}.json"
-    command = [sys.executable, "-m", "conformance", "--impl", entry.target, "--profile", profile, "--json", str(report)]
+    command = [sys.executable, "-m", "conformance", "--impl", entry.target, "--profile", profile, "--json", str(report),
+               "--worker-template", template]
     # one thread per process: the matrix runs processes in parallel and the tensors are small
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     environment.pop("ATTENTION_IMPL", None)
@@ -123,9 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     selected = [e for e in entries() if args.only is None or e.name in args.only]
     if not selected:
         parser.error(f"no variant or mutant named {args.only}")
+    if 2 * args.jobs > (os.cpu_count() or 1):  # runs sharing the CPUs sleep while their worker computes
+        os.environ[ENV_SPIN] = "0"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda e: run(e, args.profile, Path(scratch)), selected))
+    # workers fork from one template (warm torch) instead of each importing torch afresh
+    template = Template()
+    try:
+        with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            results = list(pool.map(lambda e: run(e, args.profile, Path(scratch), template.path), selected))
+    finally:
+        template.close()
     wall = time.perf_counter() - start
     print(table(results))
     correct = [e for e in results if e.correct]

@@ -31,10 +31,10 @@ RUBRIC = """title = "Attention homework"
 forbid = ["torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"]
 """
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.xdist_group("batch"), pytest.mark.skipif(
     landlock_abi() < 1 or not sys.platform.startswith("linux"),
     reason="unavailable: the grading sandbox's file rules need Linux with Landlock",
-)
+)]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -50,11 +50,13 @@ def protected() -> dict[str, dict[str, str]]:
     return {name: digest(REPO / name) for name in ("golden", "conformance", "impl", "spec")}
 
 
-def batch(folder: Path, out: Path, rubric: Path) -> subprocess.CompletedProcess:
+def batch(folder: Path, out: Path, rubric: Path, scratch: Path) -> subprocess.CompletedProcess:
+    """Grade a folder; the batch's scratch dirs go under `scratch` (TMPDIR), to tell its processes apart."""
+    scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "conformance.teaching.batch", str(folder), "--out", str(out), "--rubric", str(rubric),
          "--call-timeout", "3", "--timeout", "150", "--jobs", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(scratch)},
     )
 
 
@@ -90,9 +92,9 @@ def graded(tmp_path_factory):
     rubric = root / "course.toml"
     rubric.write_text(RUBRIC)
     before, classroom_before = protected(), digest(classroom)
-    done = batch(classroom, root / "grades", rubric)
+    done = batch(classroom, root / "grades", rubric, root / "tmp")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    alone_done = batch(alone, root / "grades-alone", rubric)
+    alone_done = batch(alone, root / "grades-alone", rubric, root / "tmp-alone")
     assert alone_done.returncode == 0, alone_done.stdout[-3000:] + alone_done.stderr[-3000:]
     summary = (root / "grades" / "summary.csv").read_text()
     return {
@@ -143,7 +145,7 @@ def test_nothing_outside_the_scratch_dirs_changed(graded):
 def test_no_process_outlives_its_grading_and_nothing_rewrites_the_summary(graded):
     # the daemon sample sleeps 8 s after its import before it rewrites summary.csv
     time.sleep(max(0.0, 10 - (time.monotonic() - graded["ended"])))
-    assert leftover_processes("attention-scratch-") == []
+    assert leftover_processes(str(graded["root"] / "tmp")) == []
     assert (graded["out"] / "summary.csv").read_text() == graded["summary"]
 
 

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import REPO
 from tests.test_rubric import check_gradescope
 
+pytestmark = pytest.mark.xdist_group("batch")  # runs batches of its own: not beside another
+
 SUBMISSIONS = REPO / "tests" / "submissions"
 EXPECTED = tomllib.loads((SUBMISSIONS / "EXPECTED.toml").read_text())
 VERDICTS = {

@@ -128,6 +128,13 @@ class Implementation:
         return dict(getattr(self.backend, "layers", {}))
 
     @property
+    def output(self) -> tuple[str, int]:
+        """The start of what the implementation printed (its worker's stdout and stderr), and the byte count."""
+        link = getattr(self.backend, "link", None)
+        head = getattr(self.backend, "output_head", "") or (link.output_head() if link else "")
+        return head, (link.printed if link else 0)
+
+    @property
     def violations(self) -> list[str]:
         return list(getattr(self.backend, "violations", []))
 

@@ -86,8 +86,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="debugging only: import the implementation into this process (no worker, no isolation; pdb works)",
     )
     group.addoption("--worker-template", default=None, help="internal (batch grading): socket of a worker template")
-    group.addoption("--worker-spin", type=float, default=None,
-                    help="internal: seconds judge and worker poll for each other before sleeping (batch: 0)")
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -124,8 +122,6 @@ def _backend(config: pytest.Config) -> Backend:
     if config.getoption("grading"):
         limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"))
         worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid))
-        if config.getoption("worker_spin") is not None:
-            worker.spin = config.getoption("worker_spin")
         config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
     else:
         worker = plain_config(target, functions)
@@ -296,6 +292,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             write(Path(path), render())
             written.append(path)
     terminalreporter.write_sep("=", f"attention conformance: {name}")
+    head, printed = implementation.output if implementation else ("", 0)
+    if head.strip():
+        shown = head[:2000]
+        terminalreporter.write_line(f"the implementation printed {printed:,} bytes; the first {len(shown):,}:")
+        terminalreporter.write_line(shown.rstrip())
+        terminalreporter.write_sep("-")
     terminalreporter.write_line(outcome.table(terminalreporter._tw.fullwidth))
     for path in written:
         terminalreporter.write_line(f"wrote {path}")

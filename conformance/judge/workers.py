@@ -28,7 +28,16 @@ from conformance.worker import wire
 SHIM = Path(__file__).resolve().parents[1] / "worker" / "shim.py"
 KEEP_OUTPUT = 16 * 1024  # bytes of the worker's stdout/stderr kept for the log
 START_TIMEOUT = 120.0  # seconds for a worker to import torch and the implementation
-SPIN = 0.002  # seconds a lone judge polls for a reply: the judge has nothing else to do meanwhile
+ENV_SPIN = "CONFORMANCE_SPIN"
+
+
+def spin_seconds() -> float:
+    """Seconds judge and worker poll for each other before sleeping: 2 ms for a lone run (nothing else
+    wants the CPUs meanwhile); 0 where runs share the CPUs ($CONFORMANCE_SPIN=0: batch, matrix)."""
+    try:
+        return max(0.0, float(os.environ.get(ENV_SPIN, "0.002")))
+    except ValueError:
+        return 0.0
 # environment a sandboxed worker gets (no secrets of the grader's)
 GRADING_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
@@ -225,7 +234,7 @@ class WorkerLink:
 def plain_config(target: str, functions: list[str]) -> WorkerConfig:
     """A worker for a trusted run: the current directory importable (as `python -m` does), one thread
     (judge and worker take turns; torch's spinning threads would only get in each other's way)."""
-    return WorkerConfig(target, functions, path=[os.getcwd()], cwd=os.getcwd(), threads=1, spin=SPIN)
+    return WorkerConfig(target, functions, path=[os.getcwd()], cwd=os.getcwd(), threads=1, spin=spin_seconds())
 
 
 _prestarted: dict[str, WorkerLink] = {}
@@ -343,7 +352,7 @@ class Limits:
 
 
 def grading_config(target: str, functions: list[str], limits: Limits, forbid: list[str] = (),
-                   threads: int | None = 1, spin: float = SPIN) -> tuple[WorkerConfig, Path]:
+                   threads: int | None = 1) -> tuple[WorkerConfig, Path]:
     """A sandboxed worker's configuration, with its scratch directory (the caller removes it)."""
     scratch = Path(tempfile.mkdtemp(prefix="attention-scratch-"))
     try:
@@ -354,5 +363,5 @@ def grading_config(target: str, functions: list[str], limits: Limits, forbid: li
     box = {"scratch": str(scratch), "rlimits": limits.rlimits(), "protected_paths": protected_paths(),
            "protected_modules": list(PROTECTED_MODULES)}
     config = WorkerConfig(copied, functions, cwd=str(scratch), sandbox=box, forbid=list(forbid), threads=threads,
-                          spin=spin)
+                          spin=spin_seconds())
     return config, scratch

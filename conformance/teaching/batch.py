@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import pytest_arguments
-from conformance.judge.workers import Template, signal_name
+from conformance.judge.workers import ENV_SPIN, Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.rubric import RubricError, load_rubric
 
@@ -104,6 +104,7 @@ def _arguments(submission: Submission, options: argparse.Namespace, template: st
     reports = submission.reports
     namespace = argparse.Namespace(
         in_process=False,
+        worker_template=template,
         impl=str(submission.path.resolve()),
         profile=options.profile,
         json=str(reports / "report.json"),
@@ -114,10 +115,7 @@ def _arguments(submission: Submission, options: argparse.Namespace, template: st
         reveal_hidden=options.reveal_hidden,
         grading=True,
     )
-    extra = ["--junitxml", str(reports / "junit.xml"), "--worker-template", template,
-             "--memory-mb", str(options.memory_mb), "--output-mb", str(options.output_mb),
-             # judges that share the CPUs with other judges sleep while their worker computes
-             "--worker-spin", "0" if 2 * options.jobs > (os.cpu_count() or 1) else "0.002"]
+    extra = ["--junitxml", str(reports / "junit.xml"), "--memory-mb", str(options.memory_mb), "--output-mb", str(options.output_mb)]
     return pytest_arguments(namespace, extra)
 
 
@@ -182,6 +180,8 @@ def grade(options: argparse.Namespace) -> list[Submission]:
     if ignored:
         print(f"ignoring {len(ignored)} entries that are neither .py files nor packages: {', '.join(ignored)}")
     submissions = [Submission(student, path, out / student) for student, path in found]
+    if 2 * options.jobs > (os.cpu_count() or 1):  # judges sharing the CPUs sleep while their worker computes
+        os.environ[ENV_SPIN] = "0"
     template = Template()
     try:
         _warm_up(options.profile)

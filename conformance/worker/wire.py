@@ -23,7 +23,7 @@ from typing import Any
 HEADER = struct.Struct("<II")
 LENGTH = struct.Struct("<Q")
 MAX_DOCUMENT = 64 * 2**20  # bytes of JSON in one frame
-MAX_FRAME = 4 * 2**30  # bytes of buffers in one frame
+MAX_FRAME = 2**30  # bytes of buffers in one frame
 
 # dtypes that may cross, by name; bfloat16 travels as torch only (numpy has none)
 DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -249,6 +249,8 @@ def _decode_array(meta: dict, buffers: list[bytes], array: str | None, devices: 
     device = meta.get("device", "cpu")
     if not isinstance(device, str) or device.split(":")[0] not in devices:
         raise WireError(f"array on an unexpected device {device!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise WireError(f"array on {device!r}, which this machine does not have")
     tensor = torch.frombuffer(bytearray(data), dtype=torch_dtype) if count else torch.empty(0, dtype=torch_dtype)
     tensor = tensor.reshape(shape)
     target = array or kind
