@@ -16,6 +16,7 @@ import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL
 from conformance.judge.profiles import PROFILES
 from conformance.judge.workers import plain_config, prestart
+from conformance.teaching.rubric import RubricError, load_rubric
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,5 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.in_process or args.grading or args.worker_template):
         # the worker imports torch and the implementation while this process imports the suite
         target = args.impl or os.environ.get(ENV_IMPL) or DEFAULT_IMPL
-        prestart(plain_config(target, list(spec.load().function_names)))
+        config = plain_config(target, list(spec.load().function_names))
+        try:
+            config.forbid = sorted(load_rubric(args.rubric).forbid) if args.rubric else []
+        except RubricError:
+            config = None  # the plugin reports the rubric's problem
+        if config is not None:
+            prestart(config)
     return int(pytest.main(pytest_arguments(args, extra)))

@@ -30,10 +30,14 @@ class SuiteRun:
         return next(c["reason"] for c in self.report["clauses"] if c["id"] == clause_id)
 
 
-def run_suite(tmp_path: Path, impl: str, *extra: str, env: dict | None = None, timeout: float = 600) -> SuiteRun:
-    """Run `python -m conformance` in a fresh process, as a user would, and read its JSON report."""
+def run_suite(tmp_path: Path, impl: str, *extra: str, env: dict | None = None, timeout: float = 600,
+              template: str | None = None) -> SuiteRun:
+    """Run `python -m conformance` in a fresh process, as a user would, and read its JSON report
+    (its worker forked from `template` when given: warm, instead of importing torch afresh)."""
     report = tmp_path / f"report-{abs(hash((impl, extra)))}.json"
     command = [sys.executable, "-m", "conformance", "--impl", impl, "--json", str(report), *extra]
+    if template and "--grading" not in extra:
+        command += ["--worker-template", template]
     environment = {**os.environ, **(env or {})}
     environment.pop("ATTENTION_IMPL", None)
     done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)
@@ -52,6 +56,6 @@ def template():
 
 
 @pytest.fixture
-def suite(tmp_path):
-    """run_suite bound to this test's temporary directory."""
-    return lambda impl, *extra, **kw: run_suite(tmp_path, impl, *extra, **kw)
+def suite(tmp_path, template):
+    """run_suite bound to this test's temporary directory and the session's worker template."""
+    return lambda impl, *extra, **kw: run_suite(tmp_path, impl, *extra, template=template, **kw)

@@ -31,7 +31,7 @@ RUBRIC = """title = "Attention homework"
 forbid = ["torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"]
 """
 
-pytestmark = [pytest.mark.xdist_group("batch"), pytest.mark.skipif(
+pytestmark = [pytest.mark.xdist_group("adversarial-batch"), pytest.mark.skipif(
     landlock_abi() < 1 or not sys.platform.startswith("linux"),
     reason="unavailable: the grading sandbox's file rules need Linux with Landlock",
 )]

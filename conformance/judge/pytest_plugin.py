@@ -125,6 +125,7 @@ def _backend(config: pytest.Config) -> Backend:
         config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
     else:
         worker = plain_config(target, functions)
+        worker.forbid = sorted(config.stash[RUBRIC].forbid)
     # judge and worker take turns: torch's spinning pool threads in the judge would only slow the worker
     torch.set_num_threads(1)
     backend = RemoteBackend(worker, config.getoption("worker_template"))
@@ -249,7 +250,7 @@ def _forbidden_uses(config: pytest.Config, implementation: Implementation | None
     if not rule or implementation is None:
         return [], set()
     functions = list(spec.load().function_names)
-    sentences = [f"{name} was called and refused while grading" for name in implementation.forbidden_used]
+    sentences = [f"{name} was called and refused (the course forbids it)" for name in implementation.forbidden_used]
     tainted = set(implementation.tainted)
     path = parse_target(target_of(config)).path
     if path is not None:

@@ -80,6 +80,9 @@ class WorkerConfig:
 
     def environment(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k in GRADING_ENV} if self.sandbox else dict(os.environ)
+        # a coverage run of the suite measures the judge, not the code under test (tracing it would double
+        # the cost of every call)
+        base = {k: v for k, v in base.items() if not k.startswith("COVERAGE_")}
         if self.threads:
             base["OMP_NUM_THREADS"] = str(self.threads)
         return base
@@ -100,8 +103,11 @@ class WorkerLink:
                 config = replace(config, warm_up=False)
                 self.pid = _ask_template(template, given)
             else:
+                # isolated mode (-I) when grading; otherwise only without the script's folder on sys.path
+                # (-P), so a user's PYTHONPATH and user site-packages still reach their implementation
+                mode = "-I" if config.sandbox else "-P"
                 self.process = subprocess.Popen(
-                    [sys.executable, "-I", str(SHIM), "--serve", str(given[0]), str(status_w)],
+                    [sys.executable, mode, str(SHIM), "--serve", str(given[0]), str(status_w)],
                     pass_fds=(given[0], status_w), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                     cwd=config.cwd, env=config.environment(),
                 )
