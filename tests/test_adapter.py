@@ -222,3 +222,14 @@ def test_a_cut_graph_gives_no_gradient(make):
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     out = implementation.tensor("project", x, torch.randn(5, 4, dtype=torch.float64))
     assert not out.requires_grad
+
+
+def test_a_call_that_raises_after_writing_into_its_input_is_still_caught(make):
+    implementation = make("""
+        def attention_weights(scores, d_k):
+            scores.zero_()
+            raise ValueError("gave up")
+    """)
+    with pytest.raises(ImplementationError, match="gave up"):
+        implementation.tensor("attention_weights", torch.ones(2, 2), 4)
+    assert implementation.last_call.mutated == ["argument 1"]

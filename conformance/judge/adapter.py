@@ -358,12 +358,12 @@ class RemoteBackend(Backend):
             )
         finally:
             record.printed_bytes = (self.link.printed - printed) if self.link is link else 0
-        if not reply.get("ok"):
-            raise _raised(reply.get("error") or {}, function)
         offset = reply.get("after_offset")
         if not isinstance(offset, int) or not 0 <= offset <= len(reply_buffers):
             raise wire.WireError("reply without the inputs after the call")
         record.mutated = _mutated(reply.get("after"), reply_buffers[offset:], sent, buffers, labels)
+        if not reply.get("ok"):
+            raise _raised(reply.get("error") or {}, function)
         result = wire.decode(reply.get("result"), reply_buffers[:offset], None, DEVICES, grad=grad)
         return result, buffers
 

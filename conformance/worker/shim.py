@@ -123,15 +123,16 @@ class Worker:
     def call(self, document: dict, buffers: list[bytes]) -> None:
         function = self.functions[document["function"]]
         args, kwargs = self.arguments(document, buffers)
+        reply: dict = {"ok": True}
         try:
             result = function(*args, **kwargs)
+            encoded, out_buffers = wire.encode(result)
+            reply["result"] = encoded
         except BaseException as error:  # noqa: BLE001 - exit() and friends are results here
-            self.reply({"ok": False, "error": _error(error)})
-            return
-        encoded, out_buffers = wire.encode(result)
+            reply, out_buffers = {"ok": False, "error": _error(error)}, []
+        # the inputs as they are now, whether the call returned or not: the judge compares them
         after, after_buffers = wire.encode([args, kwargs])
-        self.reply({"ok": True, "result": encoded, "after": after, "after_offset": len(out_buffers)},
-                   out_buffers + after_buffers)
+        self.reply({**reply, "after": after, "after_offset": len(out_buffers)}, out_buffers + after_buffers)
 
     def vjp(self, document: dict, buffers: list[bytes]) -> None:
         import torch
