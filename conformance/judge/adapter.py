@@ -342,7 +342,7 @@ class RemoteBackend(Backend):
 
     def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
              labels: list[str]) -> Any:
-        leaves = _tensors([args, kwargs])
+        leaves = wire.tensors([args, kwargs])
         if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
             return _differentiable_call(self, function, args, kwargs, timeout, record, labels)
         return self._call(function, args, kwargs, timeout, record, labels)[0]
@@ -385,16 +385,6 @@ class RemoteBackend(Backend):
             self.output_head = self.output_head or self.link.output_head()
             self.link.close()
             self.link = None
-
-
-def _tensors(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
 
 
 def _replace(value: Any, leaves: Iterator[Tensor]) -> Any:
@@ -454,12 +444,12 @@ class _RemoteCall(torch.autograd.Function):
 
 def _differentiable_call(backend: RemoteBackend, function: str, args: list, kwargs: dict, timeout: float | None,
                          record: CallRecord, labels: list[str]) -> Any:
-    leaves = _tensors([args, kwargs])
+    leaves = wire.tensors([args, kwargs])
     box: dict[str, Any] = {}
 
     def run(inputs: tuple[Tensor, ...]):
         result, _ = backend._call(function, args, kwargs, timeout, record, labels, grad=True)
-        outputs = _tensors(result)
+        outputs = wire.tensors(result)
         box["result"] = result
         differentiable = [o.requires_grad for o in outputs]
 

@@ -140,10 +140,10 @@ class Worker:
         function = self.functions[document["function"]]
         args, kwargs = self.arguments(document, buffers)
         cotangents = wire.decode(document["cotangents"], buffers, "torch", ("cpu", "cuda"))
-        inputs = [t for t in _tensors([args, kwargs]) if t.requires_grad]
+        inputs = [t for t in wire.tensors([args, kwargs]) if t.requires_grad]
         try:
             with torch.enable_grad():
-                outputs = _tensors(function(*args, **kwargs))
+                outputs = wire.tensors(function(*args, **kwargs))
                 pairs = [(o, c) for o, c in zip(outputs, cotangents) if c is not None and o.requires_grad]
                 grads = torch.autograd.grad([o for o, _ in pairs], inputs, [c.to(o) for o, c in pairs],
                                             allow_unused=True) if pairs else [None] * len(inputs)
@@ -172,18 +172,6 @@ class Worker:
                 self.vjp(document, buffers)
             else:
                 return
-
-
-def _tensors(value) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
 
 
 def _signature(function) -> dict:

@@ -93,6 +93,18 @@ class Reader:
 
 
 # ---------------------------------------------------------------------------- codec
+def tensors(value: Any) -> list:
+    """The torch tensors in a structure of lists, tuples and dicts, in order (the autograd leaves)."""
+    if _is_tensor(value):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors(v)]
+    return []
+
+
+
 def describe(value: object) -> str:
     """A short description of a value's type, for messages ("numpy array", "list", "Foo")."""
     kind = type(value)
