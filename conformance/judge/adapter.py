@@ -41,7 +41,15 @@ from torch import Tensor
 import spec
 from conformance.judge.capabilities import Capabilities, CapabilityError
 from conformance.judge.capabilities import parse as parse_capabilities
-from conformance.judge.workers import START_TIMEOUT, WorkerConfig, WorkerDied, WorkerLink, WorkerTimeout, adopt, plain_config
+from conformance.judge.workers import (
+    START_TIMEOUT,
+    WorkerConfig,
+    WorkerDied,
+    WorkerLink,
+    WorkerTimeout,
+    adopt,
+    plain_config,
+)
 from conformance.worker import wire
 from conformance.worker.loader import LoadError, load_target, short_traceback
 

@@ -6,9 +6,12 @@ bundled reference `impl`), --conformance-profile / CONFORMANCE_PROFILE
 into the implementation), --conformance-json PATH (verdicts, scores and
 diagnoses as JSON); for teaching: --rubric PATH, --gradescope PATH
 (results.json), --feedback PATH (Markdown for the student), --reveal-hidden,
---grading (refuse reads of the golden files and the reference).
+--grading (the grading sandbox, with --memory-mb and --output-mb); for debugging
+a trusted implementation, --in-process.
 
-It does nothing for tests that carry no @clause marker.
+The implementation runs in a worker process (conformance.judge.workers); this
+plugin, the tests and the reports are the judge. It does nothing for tests that
+carry no @clause marker.
 """
 
 from __future__ import annotations
@@ -31,23 +34,22 @@ from conformance.judge.adapter import (
     LocalBackend,
     RemoteBackend,
 )
-from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.judge.assertions import ClauseFailure
+from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES
+from conformance.judge.report import Collector, TestRecord, skip_kind
+from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching.diagnosis import diagnose
 from conformance.teaching.feedback import Outcome, write
 from conformance.teaching.forbidden import scan
 from conformance.teaching.forbidden import tainted as forbidden_functions
-from conformance.worker.loader import LoadError, parse_target
-from conformance.judge.report import Collector, TestRecord, skip_kind
 from conformance.teaching.rubric import Rubric, RubricError, load_rubric
+from conformance.worker.loader import LoadError, parse_target
 from golden import GoldenError
 
 BACKEND = pytest.StashKey[Backend]()
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
 RUBRIC = pytest.StashKey[Rubric]()
-
-from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES  # noqa: E402 - registers the profiles
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from conformance.worker import wire
 
 SHIM = Path(__file__).resolve().parents[1] / "worker" / "shim.py"
-KEEP_OUTPUT = 16 * 1024  # bytes of the worker's stdout/stderr kept for the log
+KEEP_OUTPUT = 16 * 1024  # bytes of the worker's stdout/stderr kept to show (all of it is counted)
 START_TIMEOUT = 120.0  # seconds for a worker to import torch and the implementation
 ENV_SPIN = "CONFORMANCE_SPIN"
 
