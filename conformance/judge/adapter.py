@@ -51,7 +51,7 @@ from conformance.judge.workers import (
     plain_config,
 )
 from conformance.worker import wire
-from conformance.worker.loader import LoadError, load_target, short_traceback
+from conformance.worker.loader import LoadError, load_target
 
 PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds
@@ -125,10 +125,6 @@ class Implementation:
             return cls(LocalBackend(target), call_timeout)
         config = config or plain_config(target, list(spec.load().function_names))
         return cls(RemoteBackend(config, template), call_timeout)
-
-    @property
-    def functions(self) -> list[str]:
-        return list(self.signatures)
 
     @property
     def sandbox(self) -> dict[str, str]:
@@ -276,7 +272,6 @@ class RemoteBackend(Backend):
         self.violations: list[str] = []
         self.forbidden_used: list[str] = []
         self.layers: dict[str, str] = {}
-        self.array = "torch"
         self.output_head = ""
         self._hello: dict | None = None
 
@@ -323,8 +318,6 @@ class RemoteBackend(Backend):
             declared = wire.Opaque("CAPABILITIES that are not plain data")
         if isinstance(declared, wire.Opaque):
             declared = declared.description  # parse() rejects it with the type named
-        if isinstance(declared, dict) and declared.get("array") == "numpy":
-            self.array = "numpy"
         signatures = {}
         functions = hello.get("functions") if isinstance(hello.get("functions"), dict) else {}
         for function in spec.load().function_names:
@@ -580,4 +573,4 @@ def _changed(original: Any, copy: Any) -> bool:
 
 
 __all__ = ["Attention", "CallRecord", "DEFAULT_CALL_TIMEOUT", "Implementation", "ImplementationError", "LoadError",
-           "PRINT_LIMIT", "short_traceback"]
+           "PRINT_LIMIT"]
