@@ -1,12 +1,16 @@
 """Per-submission batch grading time: the isolated grader against the old in-process forked one.
 
-    python benchmarks/grading_time.py [--baseline REF] [--jobs 2] [--repeat 2]
+    python benchmarks/grading_time.py [--baseline REF] [--jobs 2] [--repeat 2] [--profile fast]
 
 Grades the honest and one-mistake students of tests/submissions (the ones both graders grade the same
 way) with this checkout's `conformance.teaching.batch` (judge/worker split, sandbox, worker template)
 and with the forked grader of REF (default: af9e158, the last commit before the split, checked out
 into a temporary git worktree), alternating, in one run. Prints each run's wall time, the time per
 submission, and the ratio; the target is at most 1.5x. Timing lives here, never in a test.
+
+Both grade with the profile `fast` (no shrinking), so that the ratio compares graders; `--profile grade`
+grades this checkout with batch grading's default profile instead (failures shrunk within bounds), to
+measure what shrinking costs (the baseline, which has no such profile, stays on fast).
 """
 
 from __future__ import annotations
@@ -40,14 +44,14 @@ def class_folder(root: Path) -> Path:
     return folder
 
 
-def grade(tree: Path, module: str, folder: Path, out: Path, jobs: int) -> float:
+def grade(tree: Path, module: str, folder: Path, out: Path, jobs: int, profile: str = "fast") -> float:
     environment = {**os.environ, "PYTHONPATH": str(tree)}
     if tree != REPO:  # the installed entry point names this checkout's plugin module: load the tree's own
         old_plugin = "conformance.judge.pytest_plugin" if (tree / "conformance" / "judge").is_dir() else "conformance.pytest_plugin"
         environment.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTEST_ADDOPTS=f"-p {old_plugin}")
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", module, str(folder), "--out", str(out), "--jobs", str(jobs), "--profile", "fast"],
+        [sys.executable, "-m", module, str(folder), "--out", str(out), "--jobs", str(jobs), "--profile", profile],
         cwd=tree, env=environment, capture_output=True, text=True,
     )
     seconds = time.perf_counter() - start
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=BASELINE, help="git ref of the forked grader to compare with")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--profile", default="fast", help="hypothesis profile of this checkout's grader (default fast)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="grading-time-") as scratch:
         root = Path(scratch)
@@ -75,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(args.repeat):
                 for label, tree, module in (("forked (baseline)", old_tree, old_module),
                                             ("isolated (this checkout)", REPO, "conformance.teaching.batch")):
-                    seconds = grade(tree, module, folder, root / f"out-{run}-{len(times[label])}-{label[:3]}", args.jobs)
+                    profile = args.profile if tree == REPO else "fast"
+                    seconds = grade(tree, module, folder, root / f"out-{run}-{len(times[label])}-{label[:3]}", args.jobs,
+                                    profile)
                     times[label].append(seconds)
                     print(f"run {run + 1}: {label:<26} {seconds:6.1f} s  {seconds / len(STUDENTS):5.2f} s per submission",
                           flush=True)
@@ -83,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=REPO, capture_output=True)
     medians = {label: statistics.median(values) for label, values in times.items()}
     old, new = medians["forked (baseline)"], medians["isolated (this checkout)"]
-    print(f"{len(STUDENTS)} submissions, {args.jobs} jobs, {os.cpu_count()} CPUs, profile fast, median of {args.repeat}:")
+    print(f"{len(STUDENTS)} submissions, {args.jobs} jobs, {os.cpu_count()} CPUs, profile {args.profile} "
+          f"(baseline: fast), median of {args.repeat}:")
     print(f"  forked grader {old / len(STUDENTS):.2f} s per submission; isolated {new / len(STUDENTS):.2f} s "
           f"per submission; ratio {new / old:.2f} (target <= 1.5)")
     return 0

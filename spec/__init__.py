@@ -37,6 +37,8 @@ class Clause:
     title: str
     text: str
     mistakes: str = ""
+    prerequisites: tuple[str, ...] = ()  # clauses whose property this clause's tests rely on
+    end_to_end: bool = False  # compares whole results with the reference: any mistake may fail it
 
     @property
     def normative(self) -> bool:
@@ -105,6 +107,8 @@ def parse(data: dict) -> Spec:
             title=raw["title"],
             text=_text(raw["text"]),
             mistakes=_text(raw.get("mistakes", "")),
+            prerequisites=tuple(raw.get("prerequisites", ())),
+            end_to_end=bool(raw.get("end_to_end", False)),
         )
         if clause.section not in section_ids:
             raise SpecError(f"clause {clause.id}: unknown section {clause.section!r}")
@@ -117,6 +121,10 @@ def parse(data: dict) -> Spec:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise SpecError(f"duplicate clause ids: {', '.join(duplicates)}")
+    for clause in clauses:
+        unknown = [p for p in clause.prerequisites if p not in ids or p == clause.id]
+        if unknown:
+            raise SpecError(f"clause {clause.id}: prerequisites must be other clause ids, not {unknown}")
     functions = tuple(Function(f["name"], f["signature"], f["section"]) for f in data["function"])
     tolerance = {
         name: DtypePolicy(float(p["factor"]), float(p["floor_ulps"]))

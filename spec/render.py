@@ -36,6 +36,10 @@ def render_markdown(spec: Spec, verified_by: Mapping[str, Sequence[str]] | None 
             out += ["", f"### {clause.id} ({clause.level}, {clause.points:g} pt): {clause.title}", "", clause.text]
             if clause.mistakes:
                 out += ["", f"*Common mistakes:* {clause.mistakes}"]
+            if clause.prerequisites:
+                out += ["", f"*Judged once these hold:* {', '.join(clause.prerequisites)}"]
+            if clause.end_to_end:
+                out += ["", "*End to end:* compares whole results with the reference, so any mistake may fail it."]
             if verified_by is not None:
                 tests = ", ".join(f"`{t}`" for t in sorted(verified_by.get(clause.id, ()))) or "**none**"
                 out += ["", f"*Verified by:* {tests}"]

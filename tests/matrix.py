@@ -1,12 +1,15 @@
-"""The mutation matrix: every correct variant must pass, every mutant must be rejected by the clause it names.
+"""The mutation matrix: every correct variant must pass, every mutant must be rejected by the clause it names
+and fail nothing it does not break.
 
     python -m tests.matrix [--jobs N] [--profile fast] [--only NAME ...] [--json PATH]
 
 Each implementation is checked by `python -m conformance` in its own process,
 through the public plug-in path, exactly as a user would run it. Prints a
 table (variant, expected verdict, verdict, clauses failed, time), the mutation
-score and the false-rejection count; exits 1 if a correct variant is rejected
-or a mutant survives.
+score, the false-rejection count and the blame precision: the share of mutants
+whose failures stay within their own clause, the clauses their `breaks` names
+and the end-to-end clauses. Exits 1 if a correct variant is rejected, a mutant
+survives or a mutant fails a clause it does not break (a collateral failure).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import spec
 from conformance.judge.workers import ENV_SPIN, Template
 from conformance.teaching import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
+END_TO_END = frozenset(c.id for c in spec.load().clauses if c.end_to_end)
 
 # Correct variants, and clauses each must pass rather than leave "not claimed": a variant whose
 # declared capabilities went missing would otherwise still "conform" on what is left.
@@ -50,9 +55,11 @@ class Entry:
     target: str
     expected: tuple[str, ...]  # () for a correct variant, else the clauses that must fail
     required: tuple[str, ...] = ()  # correct variants: clauses that must be passed, not "not claimed"
+    may_fail: tuple[str, ...] = ()  # mutants: clauses they truly break besides their own (documented)
     verdict: str = ""
     failed: tuple[str, ...] = ()
     passed: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
     seconds: float = 0.0
     problem: str = ""
 
@@ -61,10 +68,20 @@ class Entry:
         return not self.expected
 
     @property
+    def rejected(self) -> bool:
+        return set(self.expected) <= set(self.failed)
+
+    @property
+    def collateral(self) -> tuple[str, ...]:
+        """Failed clauses the mistake does not break: neither its own, documented, nor end to end."""
+        allowed = set(self.expected) | set(self.may_fail) | END_TO_END
+        return tuple(c for c in self.failed if c not in allowed)
+
+    @property
     def ok(self) -> bool:
         if self.correct:
             return self.verdict == "conforms" and not self.failed and set(self.required) <= set(self.passed)
-        return set(self.expected) <= set(self.failed)
+        return self.rejected and not self.collateral
 
     @property
     def expected_text(self) -> str:
@@ -74,7 +91,8 @@ class Entry:
 def entries() -> list[Entry]:
     result = [Entry(name, target, (), required) for name, (target, required) in CORRECT.items()]
     for mutant in mistakes.MISTAKES:
-        result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches)))
+        result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches),
+                            may_fail=tuple(mutant.breaks)))
     return result
 
 
@@ -101,16 +119,27 @@ def run(entry: Entry, profile: str, scratch: Path, template: str) -> Entry:
     entry.verdict = document["verdict"]
     entry.failed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "failed")
     entry.passed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "passed")
+    entry.blocked = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "blocked")
     return entry
 
 
 def table(results: list[Entry]) -> str:
-    rows = [f"{'variant':<30} {'expected':<34} {'verdict':<17} {'time':>6}  clauses failed"]
+    rows = [f"{'variant':<30} {'expected':<34} {'verdict':<17} {'time':>6}  clauses failed [documented] (blocked)"]
     for e in results:
         verdict = e.verdict + ("" if e.ok else "  <-- WRONG")
-        failed = ", ".join(e.failed) if e.failed else "-"
-        if e.problem:
-            failed = e.problem
+        own = [c for c in e.failed if c in e.expected]
+        documented = [c for c in e.failed if c in e.may_fail and c not in e.expected]
+        end_to_end = [c for c in e.failed if c in END_TO_END and c not in e.expected and c not in e.may_fail]
+        parts = [", ".join(own) or "-"]
+        if documented:
+            parts.append("[" + ", ".join(documented) + "]")
+        if end_to_end:
+            parts.append(f"+{len(end_to_end)} end-to-end")
+        if e.collateral:
+            parts.append("COLLATERAL: " + ", ".join(e.collateral))
+        if e.blocked:
+            parts.append("(blocked: " + ", ".join(e.blocked) + ")")
+        failed = e.problem or " ".join(parts)
         rows.append(f"{e.name:<30} {e.expected_text:<34} {verdict:<17} {e.seconds:>5.1f}s  {failed}")
     return "\n".join(rows)
 
@@ -140,15 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     correct = [e for e in results if e.correct]
     broken = [e for e in results if not e.correct]
     false_rejections = sum(not e.ok for e in correct)
-    rejected = sum(e.ok for e in broken)
+    rejected = sum(e.rejected for e in broken)
+    precise = sum(e.rejected and not e.collateral for e in broken)
+    strict = sum(e.rejected and not e.collateral and not (set(e.failed) & set(e.may_fail) - set(e.expected)) for e in broken)
     print()
     print(f"correct variants accepted: {len(correct) - false_rejections}/{len(correct)} (false rejections: {false_rejections})")
     if broken:
         print(f"mutation score: {rejected}/{len(broken)} mutants rejected by the clause they name ({rejected / len(broken):.0%})")
+        print(f"blame precision: {precise}/{len(broken)} mutants without collateral failures "
+              f"({strict} fail nothing but their own and end-to-end clauses; the rest fail only clauses their "
+              f"`breaks` documents)")
     print(f"matrix wall time: {wall:.1f} s with {args.jobs} jobs")
     if args.json:
         args.json.write_text(json.dumps({"wall_seconds": wall, "results": [asdict(e) | {"ok": e.ok} for e in results]}, indent=1))
-    return 0 if false_rejections == 0 and rejected == len(broken) else 1
+    return 0 if false_rejections == 0 and precise == len(broken) else 1
 
 
 if __name__ == "__main__":

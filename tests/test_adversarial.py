@@ -31,7 +31,7 @@ RUBRIC = """title = "Attention homework"
 forbid = ["torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"]
 """
 
-pytestmark = [pytest.mark.xdist_group("adversarial-batch"), pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     landlock_abi() < 1 or not sys.platform.startswith("linux"),
     reason="unavailable: the grading sandbox's file rules need Linux with Landlock",
 )]
@@ -55,7 +55,7 @@ def batch(folder: Path, out: Path, rubric: Path, scratch: Path) -> subprocess.Co
     scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "conformance.teaching.batch", str(folder), "--out", str(out), "--rubric", str(rubric),
-         "--call-timeout", "3", "--timeout", "150", "--jobs", "2"],
+         "--call-timeout", "3", "--timeout", "150", "--jobs", "2", "--profile", "fast"],  # attacks: no shrinking
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(scratch)},
     )
 

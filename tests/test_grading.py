@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+import spec
 from tests.conftest import REPO
 from tests.test_rubric import check_gradescope
 
-pytestmark = pytest.mark.xdist_group("sample-batch")  # one worker grades the class once (module fixture)
+INDEX = re.compile(r"\w+\[([0-9, ]+)\] is")  # "weights[0, 3] is 0.45 but ...": the counterexample's element
 
 SUBMISSIONS = REPO / "tests" / "submissions"
 EXPECTED = tomllib.loads((SUBMISSIONS / "EXPECTED.toml").read_text())
@@ -58,7 +60,7 @@ def test_every_student_gets_a_row_and_reports(graded):
 
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_verdict_matches_what_the_submission_does(graded, student):
-    _, rows, _ = graded
+    out, rows, _ = graded
     expected, row = EXPECTED[student], rows[student]
     assert row["verdict"] in VERDICTS[expected["outcome"]], (student, row)
     failed = set(row["failed_clauses"].split())
@@ -66,9 +68,36 @@ def test_verdict_matches_what_the_submission_does(graded, student):
         assert not failed and float(row["score"]) > 0
     if expected["outcome"] == "mistake":
         assert set(expected["failing"]) <= failed
-        assert expected["mistake"] in row["diagnosis"].split(), f"{student}: diagnosed {row['diagnosis']!r}"
+        # in words, as the student reads it; the class name is for tools, in report.json
+        words = mistakes_by_name()[expected["mistake"]].__doc__.strip().rstrip(".")
+        assert words in row["diagnosis"] and expected["mistake"] not in row["diagnosis"], (student, row["diagnosis"])
+        report = json.loads((out / student / "report.json").read_text())
+        assert expected["mistake"] in [d["title"] for d in report["diagnoses"]]
     if expected["outcome"] in ("load-error", "integrity"):
         assert float(row["score"]) == 0 and row["note"]
+
+
+def test_scores_are_the_ones_recorded_and_explained(graded):
+    """EXPECTED.toml records each score with why it is what it is: a change of score is a reviewed change."""
+    _, rows, _ = graded
+    scored = {student: e["score"] for student, e in EXPECTED.items() if "score" in e}
+    assert scored, "EXPECTED.toml records no score"
+    got = {student: float(rows[student]["score"]) for student in scored}
+    assert got == pytest.approx(scored, abs=0.011), {s: (got[s], scored[s]) for s in scored if abs(got[s] - scored[s]) > 0.011}
+
+
+def test_a_mistake_fails_only_its_own_clauses_those_it_breaks_and_the_end_to_end_ones(graded):
+    from conformance.teaching import mistakes
+
+    _, rows, _ = graded
+    end_to_end = {c.id for c in spec.load().clauses if c.end_to_end}
+    for student, expected in EXPECTED.items():
+        if expected["outcome"] != "mistake":
+            continue
+        mistake = getattr(mistakes, expected["mistake"])
+        allowed = set(mistake.catches) | set(mistake.breaks) | end_to_end
+        failed = set(rows[student]["failed_clauses"].split())
+        assert failed <= allowed, f"{student}: collateral failures {sorted(failed - allowed)}"
 
 
 def test_partial_submission_scores_less_than_a_full_one(graded):
@@ -119,3 +148,39 @@ def test_feedback_names_the_mistake_in_words(graded):
     out, _, _ = graded
     feedback = (out / "frank" / "feedback.md").read_text()
     assert "runs over the queries instead of over the keys" in feedback and "Hint: see WEIGHTS-SOFTMAX" in feedback
+
+
+def mistakes_by_name() -> dict[str, type]:
+    from conformance.teaching import mistakes
+
+    return {m.__name__: m for m in mistakes.MISTAKES}
+
+
+def test_diagnoses_name_each_place_once_and_add_no_noise(graded):
+    out, _, _ = graded
+    for student in ("erin", "frank", "peggy"):
+        feedback = (out / student / "feedback.md").read_text()
+        section = feedback.split("## What went wrong")[1].split("## Checks")[0]
+        bullets = [line for line in section.splitlines() if line.startswith("- ")]
+        # one named mistake: what it already explains in the same function (peggy's cross_attention cannot
+        # multiply values from x_q with 8 keys) is no second bullet
+        assert len(bullets) == 1, (student, bullets)
+        seen = bullets[0].split("(seen in: ")[1].split(")")[0].split(", ")
+        assert len(seen) == len(set(seen)) and all(" " not in place for place in seen), (student, seen)
+
+
+def test_batch_counterexamples_are_shrunk(graded):
+    """The default batch profile shrinks failures: a student reads weights[1, 0], not weights[0, 162, 31]."""
+    out, _, _ = graded
+    largest = {}
+    for student, expected in EXPECTED.items():
+        if expected["outcome"] != "mistake":
+            continue
+        report = json.loads((out / student / "report.json").read_text())
+        for clause in report["clauses"]:
+            for test in clause["tests"]:
+                if test["outcome"] == "failed" and "test_golden" not in test["nodeid"]:  # the seed's fixed inputs
+                    for index in INDEX.findall(test["message"]):
+                        largest[test["nodeid"]] = max([largest.get(test["nodeid"], 0), *map(int, index.split(", "))])
+    assert largest and max(largest.values()) < 32, {k: v for k, v in largest.items() if v >= 32}
+

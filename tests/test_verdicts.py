@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+import spec
+
 ALL_PASS_EXCEPT = {"NUM-DEVICES"}  # no CUDA on the machines this runs on by default
 
 
@@ -34,6 +36,12 @@ def test_missing_scale_fails_naming_the_clause_and_the_cause(suite):
     assert "WEIGHTS-SCALE" in run.failed()
     assert "[WEIGHTS-SCALE] Scores are divided by √d_k" in run.output
     assert "no scaling" in run.output  # the diagnosis of which scale was used
+    # one mistake, one verdict: only its own clause and the end-to-end ones fail, nothing is blocked
+    end_to_end = {c.id for c in spec.load().clauses if c.end_to_end}
+    assert run.failed() <= {"WEIGHTS-SCALE"} | end_to_end, run.failed()
+    assert not [c["id"] for c in run.report["clauses"] if c["verdict"] == "blocked"]
+    lost = {c["id"] for c in run.report["clauses"] if c["counted"] and c["earned"] < c["points"]}
+    assert lost <= {"WEIGHTS-SCALE"} | end_to_end, lost
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ from hypothesis import reject
 
 from conformance.judge import oracle
 from conformance.judge.adapter import Attention, Implementation, ImplementationError
-from conformance.judge.assertions import check_shape
+from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape
 from conformance.judge.capabilities import DTYPES
+from conformance.judge.fitting import fit_scale, implied_scale
 from conformance.judge.strategies import Inputs, Problem
 from conformance.judge.tolerance import Expected, OutOfRange, dot_scale, expected, scales
 
@@ -66,6 +67,19 @@ class Case:
         other.__dict__["inputs"] = inputs
         return other
 
+    def uncausal(self) -> Case:
+        """The same call without the causal mask."""
+        twin = replace(self, causal=False, _memo={})
+        twin.__dict__["inputs"] = self.inputs
+        return twin
+
+    def example(self, index: tuple[int, ...]) -> Case:
+        """One example of a batched case, as its own unbatched call."""
+        i = self.inputs
+        alone = replace(self, problem=self.problem.unbatched(), _memo={})
+        alone.__dict__["inputs"] = Inputs(i.x_q[index], i.x_kv[index], i.w_q, i.w_k, i.w_v, i.w_o)
+        return alone
+
     def arguments(self) -> list:
         i = self.inputs
         if self.problem.kind == "cross":
@@ -77,7 +91,12 @@ class Case:
     def run(self) -> Attention:
         """Call the implementation (once per case; later calls return the same result)."""
         if "run" not in self._memo:
-            self._memo["run"] = self.implementation.attention(self.function, *self.arguments(), causal=self.causal)
+            try:
+                self._memo["run"] = self.implementation.attention(self.function, *self.arguments(), causal=self.causal)
+            except ImplementationError as error:
+                self._memo["run"] = error  # asked again (by a blocker's detector), it raises again without a call
+        if isinstance(self._memo["run"], ImplementationError):
+            raise self._memo["run"]
         return self._memo["run"]
 
     def run_checked(self) -> Attention:
@@ -89,29 +108,63 @@ class Case:
             check_shape(f"{self.function} weights", out.weights, weights_shape)
         return out
 
-    def _oracle(self, i: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        context, weights = oracle.cross_attention(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal)
+    def _oracle(self, i: Inputs, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        context, weights = oracle.cross_attention(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal, alpha)
         if self.problem.kind == "concat":
             context = oracle.concat_heads(context, i.w_o)
         return context, weights
 
-    def expected(self) -> Outputs:
-        """float64 reference and plain same-dtype baseline of both outputs."""
-        if "expected" not in self._memo:
-            i = self.inputs
-            exact = Inputs(*oracle.upcast(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, i.w_o))
-            plain = i.to(device="cpu")
-            ref_context, ref_weights = self._oracle(exact)
-            base_context, base_weights = self._oracle(plain)
-            s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v)
+    @property
+    def exact(self) -> Inputs:
+        i = self.inputs
+        return Inputs(*oracle.upcast(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, i.w_o))
+
+    def expected(self, alpha: float | None = None, dtype: str | None = None) -> Outputs:
+        """float64 reference and plain same-dtype baseline of both outputs.
+
+        alpha: the scale of the scores (default 1/√d_k; a fitted scale for clauses other than
+        WEIGHTS-SCALE); dtype: judge as if computed in another dtype (default the case's).
+        """
+        key = ("expected", alpha, dtype)
+        if key not in self._memo:
+            dtype = dtype or self.dtype
+            exact = self.exact
+            plain = self.inputs.to(device="cpu", dtype=DTYPES[dtype])
+            ref_context, ref_weights = self._oracle(exact, alpha)
+            base_context, base_weights = self._oracle(plain, alpha)
+            s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v, alpha)
             context_scale = s.context
             if self.problem.kind == "concat" and exact.w_o is not None:
                 context_scale *= exact.w_o.abs().sum(dim=-1).max().item()
-            self._memo["expected"] = Outputs(
-                context=_expect("context", ref_context, base_context, self.dtype, context_scale),
-                weights=_expect("weights", ref_weights, base_weights, self.dtype, s.weights),
+            self._memo[key] = Outputs(
+                context=_expect("context", ref_context, base_context, dtype, context_scale),
+                weights=_expect("weights", ref_weights, base_weights, dtype, s.weights),
             )
-        return self._memo["expected"]
+        return self._memo[key]
+
+    def fitted_scale(self, out: Attention | None = None) -> float | None:
+        """The α for which the reference at softmax(α·ω) best explains the outputs (weights if returned)."""
+        out = out or self.run()
+        exact = self.exact
+        use_weights = out.weights is not None
+        observed = (out.weights if use_weights else out.context).detach().to("cpu", torch.float64)
+        # the projections and scores do not depend on α: computed once, only the softmax is repeated
+        x_q, x_kv = exact.x_q, exact.x_kv
+        if exact.w_q.dim() == 3:
+            x_q, x_kv = x_q.unsqueeze(-3), x_kv.unsqueeze(-3)
+        omega = oracle.scores(oracle.project(x_q, exact.w_q), oracle.project(x_kv, exact.w_k))
+        values = oracle.project(x_kv, exact.w_v)
+
+        def model(alpha: float) -> torch.Tensor:
+            weights = oracle.weights(omega, self.problem.d_k, self.causal, alpha=alpha)
+            if use_weights:
+                return weights
+            context = weights @ values
+            return oracle.concat_heads(context, exact.w_o) if self.problem.kind == "concat" else context
+
+        implied = implied_scale(observed, omega) if use_weights else None
+        fit = fit_scale(model, observed, 1 / math.sqrt(self.problem.d_k), (implied,))
+        return None if fit is None else fit[0]
 
 
 def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -138,14 +191,62 @@ def expect_scores(queries: torch.Tensor, keys: torch.Tensor, dtype: str) -> Expe
 
 
 def expect_weights(
-    scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False, mask: torch.Tensor | None = None
+    scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False, mask: torch.Tensor | None = None,
+    alpha: float | None = None,
 ) -> Expected:
     (s64,) = oracle.upcast(scores)
     s_, m_ = _plain(scores, mask)
-    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) / math.sqrt(d_k)
+    factor = 1 / math.sqrt(d_k) if alpha is None else alpha
+    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) * factor
     return _expect(
-        "weights", oracle.weights(s64, d_k, causal, m_), oracle.weights(s_, d_k, causal, m_), dtype, scale
+        "weights",
+        oracle.weights(s64, d_k, causal, m_, alpha),
+        oracle.weights(s_, d_k, causal, m_, alpha),
+        dtype,
+        scale,
     )
+
+
+def fitted_weights_scale(
+    weights: torch.Tensor, scores: torch.Tensor, d_k: int, causal: bool = False, mask: torch.Tensor | None = None
+) -> float | None:
+    """The α for which softmax(α·ω) (masked like the call) best explains weights returned for scores."""
+    (s64,) = oracle.upcast(scores)
+    m_ = None if mask is None else mask.cpu()
+    observed = weights.detach().to("cpu", torch.float64)
+    implied = implied_scale(observed, s64)  # masked weights are 0 and do not enter
+    fit = fit_scale(lambda a: oracle.weights(s64, d_k, causal, m_, a), observed, 1 / math.sqrt(d_k), (implied,))
+    return None if fit is None else fit[0]
+
+
+def assert_outputs_match(case: Case, out: Attention, where: str, any_scale: bool = True) -> None:
+    """The outputs (weights if returned, and context) match the reference.
+
+    With any_scale, the reference at a fitted scale α is accepted too: how the scores are scaled is
+    WEIGHTS-SCALE's business, not the calling clause's. The usual 1/√d_k is tried first, so a correct
+    implementation is judged exactly as without fitting.
+    """
+
+    def check(expected: Outputs) -> None:
+        if out.weights is not None:
+            assert_matches(out.weights, expected.weights, where)
+        assert_matches(out.context, expected.context, where)
+
+    try:
+        check(case.expected())
+    except ClauseFailure:
+        if not any_scale:
+            raise
+        alpha = case.fitted_scale(out)
+        if alpha is None:
+            raise
+        try:
+            check(case.expected(alpha))
+        except ClauseFailure:
+            pass
+        else:
+            return
+        raise
 
 
 def claimed_kinds(implementation: Implementation) -> list[str]:

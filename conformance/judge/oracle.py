@@ -33,8 +33,11 @@ def allowed(n_q: int, n_kv: int, causal: bool, mask: Tensor | None, device: torc
     return result
 
 
-def weights(omega: Tensor, d_k: int, causal: bool = False, mask: Tensor | None = None) -> Tensor:
-    scaled = omega / math.sqrt(d_k)
+def weights(
+    omega: Tensor, d_k: int, causal: bool = False, mask: Tensor | None = None, alpha: float | None = None
+) -> Tensor:
+    """softmax(ω/√d_k) over the keys; `alpha` replaces 1/√d_k (a fitted scale, see judge.fitting)."""
+    scaled = omega / math.sqrt(d_k) if alpha is None else omega * alpha
     keep = allowed(omega.shape[-2], omega.shape[-1], causal, mask, omega.device)
     if keep is not None:
         scaled = scaled.masked_fill(~keep, -math.inf)
@@ -45,13 +48,14 @@ def weights(omega: Tensor, d_k: int, causal: bool = False, mask: Tensor | None =
 
 
 def cross_attention(
-    x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, causal: bool = False
+    x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, causal: bool = False,
+    alpha: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(context, weights); weights may carry a leading head axis (h, d_out, d_in)."""
     if w_q.dim() == 3:  # multi-head: one copy of the tokens per head
         x_q, x_kv = x_q.unsqueeze(-3), x_kv.unsqueeze(-3)
     q, k, v = project(x_q, w_q), project(x_kv, w_k), project(x_kv, w_v)
-    w = weights(scores(q, k), k.shape[-1], causal)
+    w = weights(scores(q, k), k.shape[-1], causal, alpha=alpha)
     return torch.einsum("...ij,...jd->...id", w, v), w
 
 

@@ -11,14 +11,20 @@ _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shri
 PROFILES = {
     # CI: same examples every run (no flakes), no example database, bounded; failures shrunk to small examples
     "ci": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
-    # the same examples without shrinking: for running many implementations (mutation matrix, batch grading)
+    # the same examples without shrinking: for running many implementations (mutation matrix)
     "fast": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES[:-1]),
+    # batch grading: ci's examples, failures shrunk for the student to read, within SHRINK_BOUNDS
+    "grade": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
     # development: random, remembers failures in .hypothesis/
     "dev": dict(max_examples=50, phases=_PHASES),
     # before a release or when hunting a bug
     "thorough": dict(max_examples=500, phases=_PHASES),
 }
 DEFAULT_PROFILE = "ci"
+# (successful shrinks, seconds of shrinking) per failing test, instead of hypothesis' 500 and 300 s: a slow
+# submission must not spend its whole time limit shrinking; 30 shrinks already give small examples (the sample
+# class: every element a failure names has indices <= 11, as with 100 shrinks; unshrunk: up to 162)
+SHRINK_BOUNDS = {"grade": (30, 1.0)}
 for _name, _options in PROFILES.items():
     settings.register_profile(
         f"conformance-{_name}",
@@ -28,3 +34,15 @@ for _name, _options in PROFILES.items():
         report_multiple_bugs=False,  # one clear failure per test, not an exception group
         **_options,
     )
+
+
+def bound_shrinking(name: str) -> None:
+    """Apply the profile's SHRINK_BOUNDS in this process (and the processes it forks), if it has any.
+
+    Hypothesis has no setting for them; it documents its engine's MAX_SHRINKS and MAX_SHRINKING_SECONDS
+    as the constants to change.
+    """
+    if name in SHRINK_BOUNDS:
+        from hypothesis.internal.conjecture import engine
+
+        engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS = SHRINK_BOUNDS[name]

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import settings
+from hypothesis.errors import Flaky
 
 import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE
+from conformance.judge import blocking
 from conformance.judge.adapter import (
     DEFAULT_CALL_TIMEOUT,
     Backend,
@@ -35,8 +37,8 @@ from conformance.judge.adapter import (
     RemoteBackend,
 )
 from conformance.judge.assertions import ClauseFailure
-from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES
-from conformance.judge.report import Collector, TestRecord, skip_kind
+from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, bound_shrinking
+from conformance.judge.report import BLOCKED, Collector, TestRecord, skip_kind
 from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching.diagnosis import diagnose
 from conformance.teaching.feedback import Outcome, write
@@ -107,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[COLLECTOR] = Collector()
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(f"conformance-{profile_name(config)}")
+        bound_shrinking(profile_name(config))
     try:
         config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
     except RubricError as error:
@@ -179,8 +182,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _clause_of(item) is None:
+    clause_id = _clause_of(item)
+    if clause_id is None:
         return
+    blocking.begin(clause_id)
     implementation = implementation_of(item.config)
     implementation.called.clear()
     for marker in item.iter_markers("needs"):
@@ -229,7 +234,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
-        outcome = TestRecord(item.nodeid, skip_kind(reason), reason)
+        block = blocking.parse_block(reason)
+        if block is not None:
+            outcome = TestRecord(item.nodeid, BLOCKED, reason, report.duration, functions, blocker=block[0],
+                                 blocks=blocking.blocks())
+        else:
+            outcome = TestRecord(item.nodeid, skip_kind(reason), reason)
     elif report.failed:
         error = call.excinfo.value if call.excinfo else None
         if isinstance(error, (ClauseFailure, ImplementationError, GoldenError)):
@@ -238,9 +248,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}" if error else report.longreprtext
-        outcome = TestRecord(item.nodeid, "failed", message, report.duration, functions)
+        if isinstance(error, Flaky) and "API-DETERMINISTIC" in spec.load().clause(clause_id).prerequisites:
+            # the same example failed once and not again: the implementation answers differently each time
+            why = "the same inputs gave different verdicts on replay"
+            outcome = TestRecord(item.nodeid, BLOCKED, f"blocked by API-DETERMINISTIC: {why}", report.duration,
+                                 functions, blocker="API-DETERMINISTIC", blocks=(("API-DETERMINISTIC", message),))
+        else:
+            outcome = TestRecord(item.nodeid, "failed", message, report.duration, functions)
     elif report.when == "call":
-        outcome = TestRecord(item.nodeid, "passed", "", report.duration, functions)
+        outcome = TestRecord(item.nodeid, "passed", "", report.duration, functions, blocks=blocking.blocks())
     else:
         return
     item.config.stash[COLLECTOR].record(outcome)

@@ -2,7 +2,9 @@
 
 Each test verifies one clause. A clause is
 - failed       when any of its tests failed,
-- passed       when at least one passed and none failed,
+- blocked      when a test could not judge it because another clause's property
+               is broken on its inputs (that clause failed), and none failed,
+- passed       when at least one passed and none failed or was blocked,
 - not claimed  when every test was skipped because the implementation does
                not provide what it checks,
 - unavailable  when its tests were skipped for want of hardware (no CUDA),
@@ -12,23 +14,26 @@ Each test verifies one clause. A clause is
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import spec
 
 NOT_CLAIMED = "not claimed"
 UNAVAILABLE = "unavailable"
-VERDICT_ORDER = ("failed", "passed", NOT_CLAIMED, UNAVAILABLE, "not run")
+BLOCKED = "blocked"
+VERDICT_ORDER = ("failed", BLOCKED, "passed", NOT_CLAIMED, UNAVAILABLE, "not run")
 
 
 @dataclass
 class TestRecord:
     __test__ = False  # not a pytest test class, whatever its name
     nodeid: str
-    outcome: str  # passed, failed, not claimed, unavailable, skipped
+    outcome: str  # passed, failed, blocked, not claimed, unavailable, skipped
     message: str = ""
     seconds: float = 0.0
     functions: tuple[str, ...] = ()  # the implementation's functions the test called
+    blocker: str = ""  # blocked: the clause whose broken property kept this test from judging its own
+    blocks: tuple[tuple[str, str], ...] = ()  # examples set aside: (blocking clause, the failure it explains)
 
 
 @dataclass
@@ -44,8 +49,8 @@ class ClauseVerdict:
 
 
 def skip_kind(reason: str) -> str:
-    """Classify a skip reason given by the suite ("not claimed: ...", "unavailable: ...")."""
-    for kind in (NOT_CLAIMED, UNAVAILABLE):
+    """Classify a skip reason given by the suite ("not claimed: ...", "unavailable: ...", "blocked by ...")."""
+    for kind in (NOT_CLAIMED, UNAVAILABLE, BLOCKED):
         if reason.startswith(kind):
             return kind
     return "skipped"
@@ -75,6 +80,7 @@ class Collector:
         for nodeid, clause_id in self.clause_of.items():
             if nodeid in self.outcomes:
                 by_clause[clause_id].append(self.outcomes[nodeid])
+        _unblock(by_clause)
         result = []
         for clause in spec.load().clauses:
             tests = by_clause.get(clause.id, [])
@@ -85,6 +91,42 @@ class Collector:
         return result
 
 
+def _unblock(by_clause: dict[str, list[TestRecord]]) -> None:
+    """A block stands only while its blocker is down: failed, or itself blocked by a clause that is down.
+
+    Blocks are claims made by detectors on single examples; the blocking clause's own tests decide.
+    A clause blocked by a clause that is down is down too (weights that are no softmax because the
+    projection is wrong), but clauses blocking each other with no failure behind them are not. A
+    test that passed on its other examples, or was blocked, with an example set aside for a clause
+    that is not down, becomes failed with that example's failure. This only adds failures, so
+    repeating until nothing changes terminates.
+    """
+    changed = True
+    while changed:
+        changed = False
+        down = {c for c, tests in by_clause.items() if any(t.outcome == "failed" for t in tests)}
+        growing = True
+        while growing:  # least fixpoint: a cycle of blocks with no failure behind it stays up
+            growing = False
+            for clause_id, tests in by_clause.items():
+                if clause_id not in down and any(t.outcome == BLOCKED and t.blocker in down for t in tests):
+                    down.add(clause_id)
+                    growing = True
+        for tests in by_clause.values():
+            for index, test in enumerate(tests):
+                if test.outcome not in (BLOCKED, "passed"):
+                    continue
+                unresolved = [(by, failure) for by, failure in test.blocks if by not in down]
+                if unresolved:
+                    by, failure = unresolved[0]
+                    tests[index] = replace(
+                        test, outcome="failed",
+                        message=f"{failure}\n(this looked like a {by} problem, but {by} passes its own tests, "
+                        f"so it counts against this clause)",
+                    )
+                    changed = True
+
+
 def _aggregate(tests: list[TestRecord]) -> tuple[str, str]:
     outcomes = [t.outcome for t in tests]
     if not tests:
@@ -92,6 +134,9 @@ def _aggregate(tests: list[TestRecord]) -> tuple[str, str]:
     failed = [t for t in tests if t.outcome == "failed"]
     if failed:
         return "failed", failed[0].message
+    blocked = [t for t in tests if t.outcome == BLOCKED]
+    if blocked:
+        return BLOCKED, blocked[0].message
     if "passed" in outcomes:
         return "passed", ""
     for kind in (NOT_CLAIMED, UNAVAILABLE):

@@ -84,12 +84,12 @@ class Scales:
     context: float
 
 
-def scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Scales:
-    """Magnitudes the rounding of each step acts on, from float64 inputs."""
+def scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, alpha: float | None = None) -> Scales:
+    """Magnitudes the rounding of each step acts on, from float64 inputs (alpha: scale of the scores)."""
     head = w_q.dim() == 3
     xq, xkv = (x_q.unsqueeze(-3), x_kv.unsqueeze(-3)) if head else (x_q, x_kv)
     q, k, v = oracle.project(xq, w_q), oracle.project(xkv, w_k), oracle.project(xkv, w_v)
     scores = dot_scale(q, k)
-    weights = 1.0 + scores / math.sqrt(k.shape[-1])
+    weights = 1.0 + scores * (1 / math.sqrt(k.shape[-1]) if alpha is None else alpha)
     context = weights * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
     return Scales(scores, weights, context)

@@ -12,7 +12,10 @@ nothing it cannot parse. A submission that crashes, hangs, exits, floods the
 output or cheats gets a clear verdict and cannot stop the batch.
 
 REPORTS/<student>/ receives results.json (Gradescope), feedback.md, report.json,
-junit.xml and log.txt; REPORTS/summary.csv has one row per student.
+junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
+diagnosis in words. The default hypothesis profile, grade, shrinks each
+failure within bounds (conformance.judge.profiles.SHRINK_BOUNDS), so a student
+reads weights[1, 0], not weights[0, 162, 31].
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import pytest_arguments
+from conformance.judge.profiles import PROFILES, bound_shrinking
 from conformance.judge.workers import ENV_SPIN, Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.rubric import RubricError, load_rubric
@@ -79,6 +83,7 @@ def _warm_up(profile: str) -> None:
     import conformance.judge.pytest_plugin  # noqa: F401
 
     settings.load_profile(f"conformance-{profile}")
+    bound_shrinking(profile)  # in this parent: every forked judge inherits the bounds
     for module in sorted(Path(conformance.tests.__file__).parent.glob("test_*.py")):
         importlib.import_module(f"conformance.tests.{module.stem}")
 
@@ -159,8 +164,8 @@ def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
     try:  # written by the judge, never by the submission; still, nothing is taken on trust
         document = json.loads(report.read_text(encoding="utf-8")) if code in (0, 1) and report.is_file() else None
         failed = [c["id"] for c in document["clauses"] if c["verdict"] == "failed"]
-        diagnoses = [d["title"] for d in document["diagnoses"] if d["kind"] == "mistake"]
         maximum = float(document["max_score"])
+        diagnosis = _diagnosis_in_words(document["diagnoses"])
     except (OSError, ValueError, KeyError, TypeError):
         return _failure_row(submission, "crashed", f"the judge ended with exit status {code} without a readable report")
     return {
@@ -169,9 +174,16 @@ def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
         "percent": round(100 * document["score"] / maximum, 1) if maximum else 0,
         "verdict": document["verdict"],
         "failed_clauses": " ".join(failed),
-        "diagnosis": " ".join(diagnoses),
+        "diagnosis": diagnosis,
         "note": "; ".join(document["integrity_violations"]),
     }
+
+
+def _diagnosis_in_words(diagnoses: list[dict]) -> str:
+    """The named mistakes as the student reads them ("The scores are not divided by √d_k before the
+    softmax"); what was observed when no known mistake matches."""
+    mistakes = [" ".join(str(d["text"]).split()) for d in diagnoses if d["kind"] == "mistake"]
+    return "; ".join(mistakes or [" ".join(str(d["text"]).split()) for d in diagnoses])
 
 
 def grade(options: argparse.Namespace) -> list[Submission]:
@@ -248,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--call-timeout", type=float, default=10, help="seconds for one call into a submission")
     parser.add_argument("--memory-mb", type=int, default=8192, help="address-space limit per submission")
     parser.add_argument("--output-mb", type=int, default=16, help="largest file a submission's process may write")
-    parser.add_argument("--profile", default="fast", help="hypothesis profile (default fast)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="grade",
+                        help="hypothesis profile (default grade: ci's examples, failures shrunk within bounds)")
     parser.add_argument("--reveal-hidden", action="store_true", help="include hidden clauses in student reports")
     return parser
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 import spec
+from conformance.judge.fitting import implied_scale
 
 USABLE_WEIGHT = 1e-30  # below this a weight carries no information about the scale
 
@@ -26,20 +27,7 @@ def implied_inverse_scale(weights: Tensor, scores: Tensor) -> float | None:
 
     None when no row has two usable weights at different scores (e.g. n_kv = 1).
     """
-    w = weights.detach().to("cpu", torch.float64)
-    s = scores.detach().to("cpu", torch.float64)
-    if w.shape != s.shape or not torch.isfinite(w).all():
-        return None
-    use = w > USABLE_WEIGHT
-    count = use.sum(dim=-1, keepdim=True).clamp_min(1)
-    log_w = torch.where(use, w.clamp_min(USABLE_WEIGHT).log(), torch.zeros_like(w))
-    s_used = torch.where(use, s, torch.zeros_like(s))
-    ds = torch.where(use, s - s_used.sum(-1, keepdim=True) / count, torch.zeros_like(s))
-    dl = torch.where(use, log_w - log_w.sum(-1, keepdim=True) / count, torch.zeros_like(s))
-    denominator = (ds * ds).sum().item()
-    if denominator <= 1e-300:
-        return None
-    return (ds * dl).sum().item() / denominator
+    return implied_scale(weights, scores, USABLE_WEIGHT)
 
 
 def name_scale(divisor: float, dims: dict[str, int]) -> str:
@@ -85,11 +73,14 @@ class Diagnosis:
     title: str
     text: str
     clauses: tuple[str, ...]
-    probes: tuple[str, ...]
+    probes: tuple[str, ...]  # the labels of the seed's calls where it showed
+    functions: tuple[str, ...] = ()  # the submission's functions those calls went to, each once
 
     def sentence(self) -> str:
-        shown = ", ".join(self.probes[:3]) + (f" and {len(self.probes) - 3} more" if len(self.probes) > 3 else "")
-        where = f" (seen in: {shown})" if self.probes else ""
+        # each function once (a handful at most): the probe labels ("weights step", "weights step, causal")
+        # repeat one another
+        names = list(dict.fromkeys(self.functions or self.probes))
+        where = f" (seen in: {', '.join(names)})" if names else ""
         if self.kind == "mistake":
             clause_titles = "; ".join(f"{c}: {spec.load().clause(c).title}" for c in self.clauses)
             return f"{self.text}{where}. Hint: see {clause_titles} in spec/SPEC.md."
@@ -216,13 +207,14 @@ def diagnose(implementation) -> list[Diagnosis]:
     candidates = {m: m() for m in mistakes.MISTAKES}
     agree: dict[type, list[str]] = {m: [] for m in candidates}
     disagree: dict[type, int] = {m: 0 for m in candidates}
-    observations: dict[str, list[str]] = {}
-    for probe in _golden_probes():
+    observations: dict[str, list[Probe]] = {}
+    probes = _golden_probes()
+    for probe in probes:
         if not implementation.has(probe.function) or any(not implementation.accepts(probe.function, k) for k in probe.kwargs):
             continue
         got = _submission_call(implementation, probe)
         if isinstance(got, AssertionError):  # it raised or hung on the seed's own inputs: say so
-            observations.setdefault(f"{got} on the seed's inputs", []).append(probe.label)
+            observations.setdefault(f"{got} on the seed's inputs", []).append(probe)
             continue
         if got is None:
             continue
@@ -240,17 +232,24 @@ def diagnose(implementation) -> list[Diagnosis]:
         if not explained and not _same(got, expected):
             text = _observe(probe, got, expected)
             if text:
-                observations.setdefault(text, []).append(probe.label)
+                observations.setdefault(text, []).append(probe)
     ranked = [kind for kind in candidates if agree[kind] and len(agree[kind]) >= disagree[kind]]
     ranked.sort(key=lambda kind: (-len(agree[kind]), disagree[kind]))
     named: list[type] = []
     for kind in ranked:  # a mistake that explains nothing a better-ranked one does not is left out
         if not any(set(agree[kind]) <= set(agree[other]) for other in named):
             named.append(kind)
+    function_of = {probe.label: probe.function for probe in probes}
     result = [
         Diagnosis("mistake", kind.__name__, (kind.__doc__ or kind.__name__).strip().rstrip("."), tuple(kind.catches),
-                  tuple(agree[kind]))
+                  tuple(agree[kind]), tuple(dict.fromkeys(function_of[label] for label in agree[kind])))
         for kind in named
     ]
-    result += [Diagnosis("observation", "observed", text, (), tuple(labels)) for text, labels in observations.items()]
+    # what a named mistake already explains in a function is a consequence of it there (values from x_q
+    # cannot be multiplied with 8 keys), not a second problem: only observations elsewhere are kept
+    covered = {function for d in result for function in d.functions}
+    for text, seen in observations.items():
+        functions = tuple(dict.fromkeys(p.function for p in seen))
+        if not set(functions) <= covered:
+            result.append(Diagnosis("observation", "observed", text, (), tuple(p.label for p in seen), functions))
     return result

@@ -10,15 +10,33 @@ reveal_hidden (after the deadline); the terminal and JSON are for the teacher.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import spec
+from conformance.judge.report import BLOCKED, ClauseVerdict, counts, overall
 from conformance.teaching.diagnosis import Diagnosis
-from conformance.judge.report import ClauseVerdict, counts, overall
-from conformance.teaching.rubric import ClauseScore, Rubric, score_clause, total
+from conformance.teaching.rubric import MACHINE, OUT_OF_SCOPE, ClauseScore, Rubric, score_clause, total
+from conformance.worker.loader import LoadError, parse_target
 
 INTEGRITY = "integrity violation"
+# lines of the table's reason column per clause at most: a failure's numbers are in the details below the
+# table; what is missing or why a clause is not graded is never cut
+FAILURE_LINES, NOTE_LINES = 2, 8
+
+
+def student_name(target: str) -> str:
+    """Who a submission is, for the student's own reports: the stem of a file, the name of a folder
+    (alice.py, /grading/submissions/alice.py -> alice), else the module or object as given."""
+    try:
+        parsed = parse_target(target)
+    except LoadError:
+        return target
+    if parsed.path is None or not parsed.path.name:
+        return target.strip()
+    name = parsed.path.stem if parsed.path.suffix == ".py" else parsed.path.name
+    return name + (f":{parsed.attribute}" if parsed.attribute else "")
 
 
 @dataclass
@@ -49,16 +67,20 @@ class Outcome:
 
     # ------------------------------------------------------------------ renderings
     def table(self, width: int = 120) -> str:
-        rows = [f"{'clause':<20} {'level':<6} {'verdict':<12} {'tests':>5} {'score':>7}  reason"]
+        header = f"{'clause':<20} {'level':<6} {'verdict':<12} {'tests':>5} {'score':>7}  "
+        rows = [header + "reason"]
         for s in self.scores:
             v = s.clause
             passed = sum(t.outcome == "passed" for t in v.tests)
-            judged = sum(t.outcome in ("passed", "failed") for t in v.tests)  # skips are not tests of the clause
+            judged = sum(t.outcome in ("passed", "failed", BLOCKED) for t in v.tests)  # skips are not tests of the clause
             tests = f"{passed}/{judged}" if judged else "-"
             score = f"{s.earned:g}/{s.points:g}" if s.counted else "-"
-            label = (v.verdict.upper() if v.verdict == "failed" else v.verdict) + ("*" if s.hidden else "")
-            reason = _first_line(v.reason, max(20, width - 56))
-            rows.append(f"{v.id:<20} {v.level:<6} {label:<12} {tests:>5} {score:>7}  {reason}".rstrip())
+            shown = OUT_OF_SCOPE if s.out_of_scope and v.verdict not in ("failed", BLOCKED, "passed") else v.verdict
+            label = (shown.upper() if shown == "failed" else shown) + ("*" if s.hidden else "")
+            most = FAILURE_LINES if v.verdict == "failed" else NOTE_LINES
+            lines = _wrap(_table_reason(s), max(20, width - len(header)), most)
+            rows.append(f"{v.id:<20} {v.level:<6} {label:<12} {tests:>5} {score:>7}  {lines[0]}".rstrip())
+            rows += [" " * len(header) + line for line in lines[1:]]
         earned, maximum = self.score()
         tally = ", ".join(f"{n} {name}" for name, n in counts(self.verdicts).items() if n)
         rows.append("")
@@ -90,8 +112,10 @@ class Outcome:
             "forbidden": self.forbidden,
             "sandbox": self.sandbox,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],
+            "functions": sorted(self.rubric.functions),  # the rubric's scope; empty: the whole spec
             "clauses": [
-                asdict(s.clause) | {"points": s.points, "earned": s.earned, "counted": s.counted, "hidden": s.hidden}
+                asdict(s.clause) | {"points": s.points, "earned": s.earned, "counted": s.counted, "hidden": s.hidden,
+                                    "excluded": s.excluded, "note": s.note}
                 for s in self.scores
             ],
         }
@@ -106,20 +130,31 @@ class Outcome:
             if not s.counted:
                 continue
             clause = spec.load().clause(s.clause.id)
-            output = s.note or "passed"
+            blocked = bool(s.blockers) and s.clause.verdict != "failed" and s.earned < s.points
+            if blocked:  # not judged: no status, so Gradescope does not call it a failure of this check
+                output = (f"not judged: {' and '.join(s.blockers)} failed on the inputs of this check, so it could "
+                          f"not be judged; fix that first")
+            else:
+                output = s.note or "passed"
             hints = self.hints_for(s.clause.id)
             if hints and s.earned < s.points:
                 output += "\n" + "\n".join(hints)
-            tests.append({
+            test = {
                 "name": f"{clause.id}: {clause.title}",
                 "score": round(s.earned, 4),
                 "max_score": s.points,
                 "status": "passed" if s.earned >= s.points else "failed",
                 "output": output,
                 "visibility": "after_due_date" if s.hidden and not reveal_hidden else "visible",
-            })
+            }
+            if blocked:
+                del test["status"]
+            tests.append(test)
         earned, maximum = self.score()
         summary = [f"Score {earned:g} / {maximum:g}. Verdict: {self.verdict}."]
+        outside = [s.clause.id for s in self.scores if s.out_of_scope and (reveal_hidden or not s.hidden)]
+        if outside:
+            summary.append(f"Not part of this assignment (out of scope): {', '.join(outside)}.")
         summary += [f"Integrity: {v}" for v in self.violations]
         summary += [f"Course rule: {f}" for f in self.forbidden]
         summary += [d.sentence() for d in self.diagnoses]
@@ -131,7 +166,8 @@ class Outcome:
         maximum = sum(s.points for s in shown)
         hidden = [s for s in self.scores if s.counted and s.hidden and not reveal_hidden]
         title = f"{self.rubric.title}: " if self.rubric.title else ""
-        lines = [f"# {title}feedback for {self.implementation}", "", f"**Score: {earned:g} / {maximum:g}**", ""]
+        student = student_name(self.implementation)  # not the grader's path to the file
+        lines = [f"# {title}feedback for {student}", "", f"**Score: {earned:g} / {maximum:g}**", ""]
         if hidden:
             lines += [f"{len(hidden)} more checks are hidden until after the deadline.", ""]
         for violation in self.violations:
@@ -148,6 +184,12 @@ class Outcome:
             clause = spec.load().clause(s.clause.id)
             result = "passed" if s.earned >= s.points else (s.note or s.clause.verdict)
             lines.append(f"| {clause.id}: {clause.title} | {s.earned:g} / {s.points:g} | {_cell(result)} |")
+        ungraded = [s for s in self.scores if not s.counted and (reveal_hidden or not s.hidden)]
+        for reason, words in ((OUT_OF_SCOPE, "Out of this assignment's scope"),
+                              (MACHINE, "Not graded (they depend on the grading machine)")):
+            ids = [s.clause.id for s in ungraded if s.excluded == reason]
+            if ids:
+                lines += ["", f"{words}: {', '.join(ids)}."]
         failing = [s for s in shown if s.earned < s.points and s.clause.verdict == "failed"]
         if failing:
             lines += ["", "## Details", ""]
@@ -162,6 +204,24 @@ class Outcome:
 
 def _cell(text: str) -> str:
     return _first_line(text, 160).replace("|", "\\|")
+
+
+def _table_reason(score: ClauseScore) -> str:
+    """What the table says about a clause: the failure, else why it lost points or is not graded."""
+    verdict = score.clause
+    if verdict.verdict == "failed":
+        reason = _first_line(verdict.reason, 10**6)
+        return f"{OUT_OF_SCOPE}; {reason}" if score.out_of_scope else reason
+    return score.note if score.note and (score.earned < score.points or not score.counted) else verdict.reason
+
+
+def _wrap(text: str, width: int, most: int) -> list[str]:
+    """The first line of text wrapped onto lines of `width`, at most `most` of them."""
+    lines = textwrap.wrap(_first_line(text, 10**6), width, break_on_hyphens=False, break_long_words=False) or [""]
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] = lines[-1][: width - 1] + "…"
+    return lines
 
 
 def _first_line(text: str, width: int) -> str:

@@ -2,8 +2,11 @@
 
 Pipeline is a correct implementation written as small overridable steps.
 Each mistake subclasses it and changes one step, the way the mistake is
-usually made; its docstring says what is wrong in plain words and `catches`
-names the clause(s) whose failure must reject it.
+usually made; its docstring says what is wrong in plain words, `catches`
+names the clause(s) whose failure must reject it, and `breaks` names every
+other clause it truly breaks, each with the reason. Any other failure outside
+the end-to-end clauses is collateral: one mistake failing a clause it did not
+break, which the matrix reports as an error of the suite.
 
 Two uses, neither of which influences a verdict:
 - the suite's self-test: every mistake plugs in through the public path
@@ -39,6 +42,7 @@ class Pipeline:
         "returns_weights": True,
     }
     catches: tuple[str, ...] = ()
+    breaks: dict[str, str] = {}  # other clauses this mistake truly breaks -> why
 
     # tokens ---------------------------------------------------------------
     def words(self, sentence: str) -> list[str]:
@@ -159,6 +163,9 @@ class ProjectWithoutTranspose(Pipeline):
     """The projections multiply by the weight without transposing it (x W instead of x Wᵀ); that only runs when the weight is square."""
 
     catches = ("PROJ-LAYOUT",)
+    breaks = {
+        "API-SHAPES": "x W only runs when W is square; every other shape of weight raises",
+    }
 
     def project(self, x, weight):
         return x @ weight
@@ -168,6 +175,9 @@ class KeysFromValueWeights(Pipeline):
     """The keys are projected with W_V instead of W_K."""
 
     catches = ("PROJ-ROLES",)
+    breaks = {
+        "API-SHAPES": "keys x W_Vᵀ have d_v features, so Q Kᵀ raises unless d_v = d_k",
+    }
 
     def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
         return super().attend(x_q, x_kv, w_q, w_v, w_v, causal)
@@ -178,6 +188,9 @@ class ScoresTransposed(Pipeline):
     """The scores are transposed (K Qᵀ): each row belongs to a key instead of a query."""
 
     catches = ("SCORE-DOT",)
+    breaks = {
+        "API-SHAPES": "K Qᵀ has shape (n_kv, n_q): wrong whenever n_q ≠ n_kv, where the weights · values product also raises",
+    }
 
     def attention_scores(self, queries, keys):
         return keys @ queries.transpose(-2, -1)
@@ -233,6 +246,10 @@ class SoftmaxOverQueries(Pipeline):
     """The softmax runs over the queries instead of over the keys: your columns sum to 1, not your rows."""
 
     catches = ("WEIGHTS-SOFTMAX",)
+    breaks = {
+        "WEIGHTS-PROBABILITY": "the rows of a softmax over the queries do not sum to 1",
+        "WEIGHTS-SHIFT": "adding a constant to one row changes every column's softmax",
+    }
 
     def softmax(self, scaled):
         return torch.softmax(scaled, dim=-2).nan_to_num(0.0)
@@ -242,6 +259,9 @@ class UnstableExp(Pipeline):
     """The softmax does not subtract the row maximum before exp, so large scores overflow to inf and give NaN."""
 
     catches = ("WEIGHTS-STABLE",)
+    breaks = {
+        "MASK-EMPTY-ROW": "a row with every key masked sums exp(-inf) = 0 and divides 0 by 0",
+    }
 
     def softmax(self, scaled):
         exp = torch.exp(scaled)
@@ -252,6 +272,10 @@ class WeightsBeforeSoftmax(Pipeline):
     """The weights returned are the scaled scores before the softmax (the context itself is right)."""
 
     catches = ("WEIGHTS-PROBABILITY",)
+    breaks = {
+        "WEIGHTS-SOFTMAX": "the weights it returns are no softmax at all",
+        "CONTEXT-MIX": "the context is not the returned weights times the values",
+    }
 
     def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
         context, _ = super().attend(x_q, x_kv, w_q, w_k, w_v, causal)
@@ -263,6 +287,9 @@ class ChunkNormalisedPastLength(Pipeline):
     """Beyond 128 keys each block of 128 keys is normalised on its own, so a row sums to more than 1."""
 
     catches = ("WEIGHTS-PROBABILITY",)
+    breaks = {
+        "WEIGHTS-SOFTMAX": "past 128 keys the weights are a softmax per block, not over all keys",
+    }
 
     def softmax(self, scaled):
         if scaled.shape[-1] <= 128:
@@ -275,6 +302,9 @@ class ContextDropsLastPartialTile(Pipeline):
     """The context leaves out the last keys when the number of keys is not a multiple of 16."""
 
     catches = ("CONTEXT-MIX",)
+    breaks = {
+        "SYM-KV-INVARIANT": "which keys are dropped depends on their position, so permuting x_kv changes the context",
+    }
 
     def mix(self, weights, values, keys):
         full = (values.shape[-2] // 16) * 16
@@ -287,6 +317,10 @@ class ContextFromKeys(Pipeline):
     """The context mixes the keys instead of the values."""
 
     catches = ("CONTEXT-MIX",)
+    breaks = {
+        "PROJ-ROLES": "the keys take the values' place: W_K does W_V's job",
+        "API-SHAPES": "the context has the keys' d_k features instead of the values' d_v",
+    }
 
     def mix(self, weights, values, keys):
         return weights @ keys
@@ -297,6 +331,12 @@ class MaskAfterSoftmax(Pipeline):
     """The causal mask is applied after the softmax without renormalising, so rows sum to less than 1."""
 
     catches = ("CAUSAL-RENORM",)
+    breaks = {
+        "CAUSAL-MASK": "with large scores the softmax over every key leaves only underflowed zeros on a row's visible keys",
+        "CAUSAL-FUTURE": "the softmax runs over every key, so a future key's score changes the weights of the past",
+        "MASK-EXPLICIT": "explicit masks are applied after the softmax too: the visible weights do not sum to 1",
+        "MASK-EMPTY-ROW": "explicit masks are applied after the softmax too: the visible weights do not sum to 1",
+    }
 
     def normalise(self, scores, d_k, d_v, d_in, causal, mask):
         weights = self.softmax(self.scale(scores, d_k, d_v, d_in))
@@ -308,6 +348,11 @@ class MaskFilledWithZero(Pipeline):
     """Masked scores are set to 0 instead of -inf, so hidden keys keep a share of the weight."""
 
     catches = ("CAUSAL-MASK",)
+    breaks = {
+        "CAUSAL-FUTURE": "hidden future keys keep a share of the weight, so future tokens change the past",
+        "MASK-EXPLICIT": "explicit masks are filled with 0 too and leak the same way",
+        "MASK-EMPTY-ROW": "a fully masked row becomes a softmax over zeros, uniform instead of all zeros",
+    }
 
     def hide(self, scaled, allowed):
         return scaled.masked_fill(~allowed, 0.0)
@@ -317,6 +362,9 @@ class MaskFilledWithMinus1e4(Pipeline):
     """Masked scores are set to -10000 instead of -inf, which leaks weight to hidden keys when scores are large."""
 
     catches = ("CAUSAL-MASK",)
+    breaks = {
+        "MASK-EMPTY-ROW": "a fully masked row of -10000s becomes uniform instead of all zeros",
+    }
 
     def hide(self, scaled, allowed):
         return scaled.masked_fill(~allowed, -1e4)
@@ -339,6 +387,9 @@ class MaskInverted(Pipeline):
     """The causal mask is inverted: queries see the keys after them instead of before them."""
 
     catches = ("CAUSAL-MASK",)
+    breaks = {
+        "CAUSAL-FUTURE": "queries see the keys after them, so future tokens change the past",
+    }
 
     def visible(self, n_q, n_kv, causal, mask, device):
         allowed = mask
@@ -365,6 +416,9 @@ class ExplicitMaskTrueMeansHidden(Pipeline):
     """An explicit mask is read the wrong way round: True is treated as "hidden" instead of "may attend"."""
 
     catches = ("MASK-EXPLICIT",)
+    breaks = {
+        "MASK-EMPTY-ROW": "a row whose mask is all False becomes fully visible instead of all zeros",
+    }
 
     def visible(self, n_q, n_kv, causal, mask, device):
         return super().visible(n_q, n_kv, causal, None if mask is None else ~mask, device)
@@ -416,6 +470,10 @@ class CrossValuesFromQueries(Pipeline):
     """In cross-attention the values come from x_q instead of x_kv."""
 
     catches = ("CROSS-SOURCES",)
+    breaks = {
+        "CONTEXT-MIX": "in cross-attention the context mixes x_q W_Vᵀ, not the values x_kv W_Vᵀ",
+        "API-SHAPES": "weights (n_q, n_kv) times values (n_q, d_v) raises whenever n_q ≠ n_kv",
+    }
 
     def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal=False):
         queries, keys, values = self.project(x_q, w_q), self.project(x_kv, w_k), self.project(x_q, w_v)
@@ -427,6 +485,9 @@ class CrossKeysFromQueries(Pipeline):
     """In cross-attention the keys come from x_q instead of x_kv."""
 
     catches = ("CROSS-SOURCES",)
+    breaks = {
+        "API-SHAPES": "weights (n_q, n_q) times values (n_kv, d_v) raises whenever n_q ≠ n_kv",
+    }
 
     def cross_attention(self, x_q, x_kv, w_q, w_k, w_v, causal=False):
         queries, keys, values = self.project(x_q, w_q), self.project(x_q, w_k), self.project(x_kv, w_v)
@@ -485,6 +546,10 @@ class DropoutLeftOn(Pipeline):
     """Dropout is left on, so the same inputs give different weights."""
 
     catches = ("API-DETERMINISTIC",)
+    breaks = {
+        "WEIGHTS-SOFTMAX": "training-mode dropout scales the weights it keeps by 1/(1 - p): no softmax, even when nothing is dropped",
+        "WEIGHTS-PROBABILITY": "training-mode dropout scales the weights it keeps by 1/(1 - p), so rows do not sum to 1",
+    }
 
     def softmax(self, scaled):
         return F.dropout(super().softmax(scaled), p=0.1, training=True)
@@ -506,6 +571,13 @@ class PositionBiasWithoutMask(Pipeline):
     """The scores get a bias that depends on the position, so reordering the tokens changes the result."""
 
     catches = ("SYM-EQUIVARIANT",)
+    breaks = {
+        "SYM-KV-INVARIANT": "the bias follows the keys' positions, so permuting x_kv changes the weights",
+        "WEIGHTS-SOFTMAX": "attention_weights adds the bias too: softmax(ω/√d_k + b) is no softmax of ω for any scale",
+        "WEIGHTS-STABLE": "attention_weights adds the bias too, also for large scores",
+        "MASK-EXPLICIT": "attention_weights adds the bias too, also under a mask",
+        "MASK-EMPTY-ROW": "attention_weights adds the bias too, also under a mask",
+    }
 
     def scale(self, scores, d_k, d_v, d_in):
         bias = torch.arange(scores.shape[-1], device=scores.device, dtype=scores.dtype) * 1e-2
@@ -538,6 +610,11 @@ class ReproducesOnlyTheSeed(Pipeline):
     """The seed's own answer is returned for the seed's inputs; other inputs are computed without the scale."""
 
     catches = ("WEIGHTS-SCALE",)
+    breaks = {
+        "CAUSAL-MASK": "other inputs are computed without any mask",
+        "CAUSAL-RENORM": "other inputs are computed without any mask",
+        "CAUSAL-FUTURE": "other inputs are computed without any mask",
+    }
 
     def attend(self, x_q, x_kv, w_q, w_k, w_v, causal):
         seed_x = torch.from_numpy(golden.load("embedding/x").copy())

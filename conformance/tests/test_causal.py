@@ -9,14 +9,16 @@ from hypothesis import strategies as st
 
 from conformance import clause, needs
 from conformance.judge.assertions import (
+    ClauseFailure,
     assert_agree,
     assert_exactly_zero,
     assert_matches,
     assert_rows_stochastic,
     fail,
 )
+from conformance.judge.blocking import judged, judged_step, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import Case, expect_weights, fit_batch
+from conformance.judge.cases import Case, expect_weights, fit_batch, fitted_weights_scale
 from conformance.judge.strategies import MASKING_LOGITS, Inputs, problems, score_problems
 
 CAUSAL_KINDS = [
@@ -37,12 +39,20 @@ def _future(n_q: int, n_kv: int) -> torch.Tensor:
 def test_future_keys_get_exactly_zero_weight(implementation, device, dtype, kind, data):
     problem = data.draw(problems(kind, logit_targets=MASKING_LOGITS), label="problem")
     case = Case(implementation, problem, dtype, device, causal=True)
-    weights = case.run().weights
     n_q, n_kv = case.problem.n_q, case.problem.n_kv
-    if tuple(weights.shape[-2:]) != (n_q, n_kv):
-        fail(f"causal weights have shape {tuple(weights.shape)}; the last two axes must be (n_q, n_kv) = ({n_q}, {n_kv})")
-    assert_exactly_zero(weights, _future(n_q, n_kv).expand(weights.shape), "a key after its query (j > i, top-left aligned)")
-    assert_matches(weights, case.expected().weights, "causal: query i sees keys 0..i")
+    with judged(case):
+        weights = case.run().weights
+        if tuple(weights.shape[-2:]) != (n_q, n_kv):
+            fail(f"causal weights have shape {tuple(weights.shape)}; the last two axes must be (n_q, n_kv) = ({n_q}, {n_kv})")
+        assert_exactly_zero(weights, _future(n_q, n_kv).expand(weights.shape), "a key after its query (j > i, top-left aligned)")
+        # every query sees at least itself (key 0..i): a row with no weight at all hides a visible key
+        totals = weights.detach().to("cpu", torch.float64).sum(dim=-1)
+        if not torch.isfinite(totals).all() or (totals <= 0).any():
+            bad = ~torch.isfinite(totals) | (totals <= 0)
+            flat = int(bad.flatten().nonzero()[0])
+            row = flat % n_q
+            fail(f"causal weights row {row} has no weight on any key (sum {totals.flatten()[flat].item():.3g}); "
+                 f"query {row} must see keys 0..{row}")
 
 
 @clause("CAUSAL-RENORM")
@@ -50,11 +60,48 @@ def test_future_keys_get_exactly_zero_weight(implementation, device, dtype, kind
 @given(data=st.data())
 def test_visible_weights_are_renormalised(implementation, device, dtype, kind, data):
     case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device, causal=True)
-    weights = case.run().weights
+    with judged(case):
+        _check_renormalised(case)
+
+
+def _check_renormalised(case: Case) -> None:
+    """Rows sum to 1, and on the visible keys the weights are the non-causal weights renormalised.
+
+    Judged relative to the implementation's own non-causal call on the same inputs, on the visible
+    keys it gives weight to: how the scores are computed and scaled, and where the mask hides too
+    much or too little (CAUSAL-MASK), are other clauses' business.
+    """
+    out = case.run_checked()
+    weights = out.weights
     expected = case.expected().weights
-    eps = torch.finfo(DTYPES[dtype]).eps
-    assert_rows_stochastic(weights, expected.allowed + case.problem.n_kv * eps * expected.factor)
-    assert_matches(weights, expected, "softmax over the visible keys only (mask with -inf before the softmax)")
+    try:
+        assert_matches(weights, expected)
+        return
+    except ClauseFailure:
+        pass
+    got = weights.detach().to("cpu", torch.float64)
+    eps = torch.finfo(DTYPES[case.dtype]).eps
+    totals = got.sum(dim=-1)
+    assert_rows_stochastic(weights, expected.allowed + case.problem.n_kv * eps * expected.factor, rows=totals != 0)
+    full = Case(case.implementation, case.problem, case.dtype, case.device, causal=False)
+    unmasked = full.run_checked().weights.detach().to("cpu", torch.float64)
+    shown = ~_future(case.problem.n_q, case.problem.n_kv) & (got != 0)
+    share = torch.where(shown, unmasked, torch.zeros_like(unmasked))
+    mass = share.sum(dim=-1, keepdim=True)
+    renormalised = torch.where(mass > 0, share / mass.clamp_min(1e-300), share)
+    mine = torch.where(shown, got, torch.zeros_like(got))
+    mine = mine / mine.sum(dim=-1, keepdim=True).clamp_min(1e-300)
+    seen = mass[mass > 0]
+    # renormalising divides the non-causal weights' error by their visible mass
+    allowed = expected.allowed + full.expected().weights.allowed / (seen.min().item() if seen.numel() else 1.0)
+    error = (mine - renormalised).abs()
+    if error.numel() and error.max().item() > allowed:
+        flat = int(error.flatten().argmax())
+        fail(
+            f"causal weights on the visible keys differ by {error.max().item():.3g} (allowed {allowed:.2g}, flat index "
+            f"{flat}) from your non-causal weights on those keys renormalised: the causal weights must be a softmax "
+            f"over the visible keys only (mask with -inf before the softmax)"
+        )
 
 
 @clause("CAUSAL-FUTURE")
@@ -69,34 +116,32 @@ def test_future_tokens_do_not_change_the_past(implementation, device, dtype, pro
     noise = torch.randn(i.x_q.shape, generator=generator, dtype=torch.float64).to(i.x_q)
     changed_x = torch.cat([i.x_q[..., : cut + 1, :], noise[..., cut + 1 :, :]], dim=-2)
     changed = case.with_inputs(Inputs(changed_x, changed_x, i.w_q, i.w_k, i.w_v, i.w_o))
-    before, after = case.run_checked(), changed.run()
     relation = f"tokens after position {cut} changed; outputs at positions 0..{cut} must not"
-    assert_agree(
-        "context", before.context[..., : cut + 1, :], after.context[..., : cut + 1, :],
-        case.expected().context.allowed + changed.expected().context.allowed, relation,
-    )
-    if before.weights is not None:
+    with judged(case, changed):
+        before, after = case.run_checked(), changed.run_checked()
         assert_agree(
-            "weights", before.weights[..., : cut + 1, :], after.weights[..., : cut + 1, :],
-            case.expected().weights.allowed + changed.expected().weights.allowed, relation,
+            "context", before.context[..., : cut + 1, :], after.context[..., : cut + 1, :],
+            case.expected().context.allowed + changed.expected().context.allowed, relation,
         )
+        if before.weights is not None:
+            assert_agree(
+                "weights", before.weights[..., : cut + 1, :], after.weights[..., : cut + 1, :],
+                case.expected().weights.allowed + changed.expected().weights.allowed, relation,
+            )
 
 
 @clause("MASK-EXPLICIT")
 @needs("attention_weights.mask")
-@given(problem=score_problems(masked=True), causal=st.booleans())
-def test_explicit_mask_true_means_may_attend(implementation, device, dtype, problem, causal):
+@given(problem=score_problems(masked=True))
+def test_explicit_mask_true_means_may_attend(implementation, device, dtype, problem):
     problem = fit_batch(problem, implementation)
-    if causal and not implementation.claims("attention_weights.causal"):
-        causal = False
     scores, mask = problem.scores(DTYPES[dtype], device), problem.mask(device)
-    kwargs = {"mask": mask, **({"causal": True} if causal else {})}
-    weights = implementation.tensor("attention_weights", scores, problem.d_k, **kwargs)
-    hidden = ~mask.cpu()
-    if causal:
-        hidden = hidden | _future(problem.n_q, problem.n_kv)
-    assert_exactly_zero(weights, hidden, "a weight where the mask is False" + (" or j > i" if causal else ""))
-    assert_matches(weights, expect_weights(scores, problem.d_k, dtype, causal, mask), "True = may attend")
+    call = lambda: implementation.tensor("attention_weights", scores, problem.d_k, mask=mask)  # noqa: E731
+    weights = call()
+    unmasked = lambda: implementation.tensor("attention_weights", scores, problem.d_k)  # noqa: E731
+    with judged_step(weights, call):
+        assert_exactly_zero(weights, ~mask.cpu(), "a weight where the mask is False")
+        _check_visible(weights, scores, problem.d_k, dtype, mask, "True = may attend", unmasked)
 
 
 @clause("MASK-EMPTY-ROW")
@@ -105,9 +150,48 @@ def test_explicit_mask_true_means_may_attend(implementation, device, dtype, prob
 def test_fully_masked_row_is_zero(implementation, device, dtype, problem):
     problem = fit_batch(problem, implementation)
     scores, mask = problem.scores(DTYPES[dtype], device), problem.mask(device)
-    weights = implementation.tensor("attention_weights", scores, problem.d_k, mask=mask)
+    call = lambda: implementation.tensor("attention_weights", scores, problem.d_k, mask=mask)  # noqa: E731
+    weights = call()
     empty = ~mask.cpu().any(dim=-1, keepdim=True)
-    if not torch.isfinite(weights.detach().cpu()).all():
-        fail("weights contain NaN or inf for a mask with fully masked rows; such rows must be all zeros")
-    assert_exactly_zero(weights, empty.expand(weights.shape), "every weight of a row whose mask is all False")
-    assert_matches(weights, expect_weights(scores, problem.d_k, dtype, mask=mask), "rows with a visible key")
+    unmasked = lambda: implementation.tensor("attention_weights", scores, problem.d_k)  # noqa: E731
+    with judged_step(weights, call):
+        if not torch.isfinite(weights.detach().cpu()).all():
+            fail("weights contain NaN or inf for a mask with fully masked rows; such rows must be all zeros")
+        assert_exactly_zero(weights, empty.expand(weights.shape), "every weight of a row whose mask is all False")
+        _check_visible(weights, scores, problem.d_k, dtype, mask, "rows with a visible key", unmasked)
+
+
+def _check_visible(weights, scores, d_k: int, dtype: str, mask, where: str, unmasked) -> None:
+    """The weights are the masked softmax of the scores, at 1/√d_k or at the scale the implementation uses.
+
+    When they are not, the same call without the mask shows whether the softmax itself is broken
+    (WEIGHTS-SOFTMAX's business) or only its masking (this clause's).
+    """
+    expected = expect_weights(scores, d_k, dtype, mask=mask)
+    try:
+        assert_matches(weights, expected, where)
+    except ClauseFailure:
+        alpha = fitted_weights_scale(weights, scores, d_k, mask=mask) if weights.shape == scores.shape else None
+        if alpha is None:
+            raise
+        try:
+            assert_matches(weights, expect_weights(scores, d_k, dtype, mask=mask, alpha=alpha), where)
+        except ClauseFailure:
+            pass
+        else:
+            return  # the scale is WEIGHTS-SCALE's business
+        plain = unmasked()
+        alpha = fitted_weights_scale(plain, scores, d_k) if plain.shape == scores.shape else None
+        fits = alpha is not None and _matches(plain, expect_weights(scores, d_k, dtype, alpha=alpha))
+        if not fits:
+            prerequisite("WEIGHTS-SOFTMAX", "without a mask the same call's weights are no softmax of the scores "
+                                            "for any scale α")
+        raise
+
+
+def _matches(actual, expected) -> bool:
+    try:
+        assert_matches(actual, expected)
+    except ClauseFailure:
+        return False
+    return True

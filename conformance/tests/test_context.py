@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from conformance import clause, needs
 from conformance.judge import oracle
 from conformance.judge.assertions import assert_agree, fail
+from conformance.judge.blocking import judged
 from conformance.judge.cases import Case
 from conformance.judge.strategies import Inputs, problems
 
@@ -26,13 +27,14 @@ def _values(case: Case) -> torch.Tensor:
 @given(data=st.data())
 def test_context_is_weights_times_values(implementation, device, dtype, kind, data):
     case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
-    out = case.run_checked()
-    # the implementation's own weights: this clause is about the last step only
-    mixed = out.weights.detach().to("cpu", torch.float64) @ _values(case)
-    assert_agree(
-        "context", out.context, mixed, case.expected().context.allowed,
-        "context must be your weights times the values (x_kv W_Vᵀ)",
-    )
+    with judged(case):
+        out = case.run_checked()
+        # the implementation's own weights: this clause is about the last step only
+        mixed = out.weights.detach().to("cpu", torch.float64) @ _values(case)
+        assert_agree(
+            "context", out.context, mixed, case.expected().context.allowed,
+            "context must be your weights times the values (x_kv W_Vᵀ)",
+        )
 
 
 @clause("CONTEXT-HULL")
@@ -40,7 +42,12 @@ def test_context_is_weights_times_values(implementation, device, dtype, kind, da
 @given(problem=problems("self"))
 def test_context_lies_within_the_values(implementation, device, dtype, problem):
     case = Case(implementation, problem, dtype, device)
-    context = case.run().context.detach().to("cpu", torch.float64)
+    with judged(case):
+        _check_hull(case)
+
+
+def _check_hull(case: Case) -> None:
+    context = case.run_checked().context.detach().to("cpu", torch.float64)
     values = _values(case)
     if context.shape[:-2] != values.shape[:-2] or context.shape[-1] != values.shape[-1]:
         fail(f"context has shape {tuple(context.shape)}, values {tuple(values.shape)}: cannot be a mix of the values")
@@ -71,15 +78,17 @@ def test_context_is_linear_in_the_value_weights(implementation, device, dtype, p
         "W_V1 + W_V2": case.with_inputs(Inputs(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v + other, i.w_o)),
         "a W_V1": case.with_inputs(Inputs(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v * factor, i.w_o)),
     }
-    case.run_checked()
-    out = {name: c.run().context.detach().to("cpu", torch.float64) for name, c in cases.items()}
-    bound = {name: c.expected().context.allowed for name, c in cases.items()}
-    assert_agree(
-        "context", out["W_V1 + W_V2"], out["W_V1"] + out["W_V2"],
-        bound["W_V1 + W_V2"] + bound["W_V1"] + bound["W_V2"],
-        "context(W_V1 + W_V2) must equal context(W_V1) + context(W_V2)",
-    )
-    assert_agree(
-        "context", out["a W_V1"], factor * out["W_V1"], bound["a W_V1"] + abs(factor) * bound["W_V1"],
-        f"context({factor:g} W_V) must equal {factor:g} context(W_V)",
-    )
+    with judged(*cases.values()):
+        for c in cases.values():
+            c.run_checked()
+        out = {name: c.run().context.detach().to("cpu", torch.float64) for name, c in cases.items()}
+        bound = {name: c.expected().context.allowed for name, c in cases.items()}
+        assert_agree(
+            "context", out["W_V1 + W_V2"], out["W_V1"] + out["W_V2"],
+            bound["W_V1 + W_V2"] + bound["W_V1"] + bound["W_V2"],
+            "context(W_V1 + W_V2) must equal context(W_V1) + context(W_V2)",
+        )
+        assert_agree(
+            "context", out["a W_V1"], factor * out["W_V1"], bound["a W_V1"] + abs(factor) * bound["W_V1"],
+            f"context({factor:g} W_V) must equal {factor:g} context(W_V)",
+        )

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from conformance import clause, needs
 from conformance.judge import oracle
-from conformance.judge.assertions import assert_agree, assert_matches, fail
+from conformance.judge.assertions import ClauseFailure, assert_agree, assert_matches, fail
+from conformance.judge.blocking import find_blocker, judged, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import FUNCTION_OF, Case, draw_kind
+from conformance.judge.cases import FUNCTION_OF, Case, assert_outputs_match, draw_kind
 from conformance.judge.strategies import MIXED_LOGITS, problems
 from conformance.judge.tolerance import expected, scales
 
@@ -53,13 +54,14 @@ def test_gradcheck_in_float64(implementation, device, data):
         out = implementation.attention(case.function, *args)
         return out.context if out.weights is None else (out.context, out.weights)
 
-    try:
-        # fast mode compares vᵀJu for random u, v numerically and analytically: a wrong gradient shows just
-        # the same, with a dozen calls into the implementation instead of two per input element
-        torch.autograd.gradcheck(function, arguments, eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True,
-                                 fast_mode=True)
-    except RuntimeError as error:
-        fail(f"gradcheck of {case.function} failed: {str(error).splitlines()[0]}")
+    with judged(case):
+        try:
+            # fast mode compares vᵀJu for random u, v numerically and analytically: a wrong gradient shows just
+            # the same, with a dozen calls into the implementation instead of two per input element
+            torch.autograd.gradcheck(function, arguments, eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True,
+                                     fast_mode=True)
+        except RuntimeError as error:
+            fail(f"gradcheck of {case.function} failed: {str(error).splitlines()[0]}")
 
 
 @clause("NUM-GRADIENTS")
@@ -68,32 +70,62 @@ def test_gradcheck_in_float64(implementation, device, data):
 def test_gradients_match_the_reference(implementation, device, dtype, data):
     kind = draw_kind(data, implementation, GRAD_KINDS)
     case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
-    arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
-    out = implementation.attention(case.function, *arguments)
-    generator = torch.Generator().manual_seed(case.problem.seed + 5)
-    upstream = torch.randn(out.context.shape, generator=generator, dtype=torch.float64)
+    with judged(case):
+        alpha = _forward_scale(case)
+        arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
+        out = implementation.attention(case.function, *arguments)
+        generator = torch.Generator().manual_seed(case.problem.seed + 5)
+        upstream = torch.randn(out.context.shape, generator=generator, dtype=torch.float64)
+        try:
+            grads = torch.autograd.grad((out.context * upstream.to(out.context)).sum(), arguments, allow_unused=True)
+        except RuntimeError as error:
+            fail(f"backward through {case.function} failed: {error}")
+
+        def reference_grads(dtype_: torch.dtype):
+            inputs = [a.detach().to("cpu", dtype_).requires_grad_() for a in case.arguments()]
+            x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
+            w_q, w_k, w_v = inputs[-3:]
+            context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, alpha=alpha)
+            return torch.autograd.grad((context * upstream.to(dtype_)).sum(), inputs)
+
+        exact, plain = reference_grads(torch.float64), reference_grads(DTYPES[dtype])
+        s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])),
+                   alpha=alpha)
+        # gradients are small differences of large terms (the softmax Jacobian): their rounding follows the
+        # largest gradient of the problem, so the floor does too (a gradient that is exactly 0 in float64
+        # is still computed as a rounding-sized number by a correct backward pass)
+        scale = max(ref.abs().max().item() for ref in exact) * s.weights
+        for name, grad, ref, base in zip(_argument_names(case), grads, exact, plain):
+            if grad is None:
+                if not ref.abs().max().item() > 0:
+                    continue  # nothing should reach it (one key: the weights are constant 1), and nothing does
+                fail(f"no gradient reaches {name}: the computation is cut off from it (detach, numpy, .item())")
+            assert_matches(grad, expected(f"d(context)/d({name})", ref, base, dtype, scale),
+                           f"gradient of {case.function}")
+
+
+def _forward_scale(case: Case) -> float | None:
+    """The scale the forward pass uses (None: 1/√d_k), so the gradient is judged for what it computes.
+
+    A forward result that no scale explains cannot have its gradient judged against the reference's:
+    the test is blocked by whichever clause is broken, and by NUM-ACCURACY when none is named.
+    """
+    out = case.run_checked()
     try:
-        grads = torch.autograd.grad((out.context * upstream.to(out.context)).sum(), arguments, allow_unused=True)
-    except RuntimeError as error:
-        fail(f"backward through {case.function} failed: {error}")
-
-    def reference_grads(dtype_: torch.dtype):
-        inputs = [a.detach().to("cpu", dtype_).requires_grad_() for a in case.arguments()]
-        x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
-        w_q, w_k, w_v = inputs[-3:]
-        context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v)
-        return torch.autograd.grad((context * upstream.to(dtype_)).sum(), inputs)
-
-    exact, plain = reference_grads(torch.float64), reference_grads(DTYPES[dtype])
-    s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])))
-    # gradients are small differences of large terms (the softmax Jacobian): their rounding follows the
-    # largest gradient of the problem, so the floor does too (a gradient that is exactly 0 in float64
-    # is still computed as a rounding-sized number by a correct backward pass)
-    scale = max(ref.abs().max().item() for ref in exact) * s.weights
-    for name, grad, ref, base in zip(_argument_names(case), grads, exact, plain):
-        if grad is None:
-            fail(f"no gradient reaches {name}: the computation is cut off from it (detach, numpy, .item())")
-        assert_matches(grad, expected(f"d(context)/d({name})", ref, base, dtype, scale), f"gradient of {case.function}")
+        assert_outputs_match(case, out, "", any_scale=False)
+        return None
+    except ClauseFailure:
+        alpha = case.fitted_scale(out)
+    if alpha is not None:
+        try:
+            expected_ = case.expected(alpha)
+            assert_matches(out.context, expected_.context)
+            return alpha
+        except ClauseFailure:
+            pass
+    find_blocker((case,))
+    prerequisite("NUM-ACCURACY", f"{case.function}'s forward result is wrong, so its gradient cannot be judged")
+    fail(f"{case.function}'s forward result is wrong")
 
 
 @clause("NUM-DEVICES")

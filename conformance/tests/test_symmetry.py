@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conformance import clause, needs
 from conformance.judge.assertions import assert_agree
+from conformance.judge.blocking import judged
 from conformance.judge.cases import Case
 from conformance.judge.strategies import Inputs, permutations, problems
 
@@ -24,15 +25,16 @@ def test_permuting_tokens_permutes_outputs(implementation, device, dtype, kind, 
     i = case.inputs
     x = i.x_q.index_select(-2, order)
     permuted = case.with_inputs(Inputs(x, x, i.w_q, i.w_k, i.w_v, i.w_o))
-    out, out_p = case.run_checked(), permuted.run()
     relation = "f(P x) must equal P f(x) without a causal mask"
     order_cpu = order.cpu()
-    assert_agree("context", out_p.context, out.context.detach().cpu().index_select(-2, order_cpu),
-                 case.expected().context.allowed + permuted.expected().context.allowed, relation)
-    if out.weights is not None:
-        expected_weights = out.weights.detach().cpu().index_select(-2, order_cpu).index_select(-1, order_cpu)
-        assert_agree("weights", out_p.weights, expected_weights,
-                     case.expected().weights.allowed + permuted.expected().weights.allowed, relation)
+    with judged(case, permuted):
+        out, out_p = case.run_checked(), permuted.run_checked()
+        assert_agree("context", out_p.context, out.context.detach().cpu().index_select(-2, order_cpu),
+                     case.expected().context.allowed + permuted.expected().context.allowed, relation)
+        if out.weights is not None:
+            expected_weights = out.weights.detach().cpu().index_select(-2, order_cpu).index_select(-1, order_cpu)
+            assert_agree("weights", out_p.weights, expected_weights,
+                         case.expected().weights.allowed + permuted.expected().weights.allowed, relation)
 
 
 @clause("SYM-KV-INVARIANT")
@@ -44,10 +46,11 @@ def test_permuting_keys_and_values_together_changes_nothing(implementation, devi
     order = torch.tensor(data.draw(permutations(n_kv), label="permutation of x_kv"), device=device)
     i = case.inputs
     permuted = case.with_inputs(Inputs(i.x_q, i.x_kv.index_select(-2, order), i.w_q, i.w_k, i.w_v, i.w_o))
-    out, out_p = case.run(), permuted.run()
     relation = "permuting the tokens of x_kv must leave the context unchanged and permute the weights' columns"
-    assert_agree("context", out_p.context, out.context,
-                 case.expected().context.allowed + permuted.expected().context.allowed, relation)
-    if out.weights is not None:
-        assert_agree("weights", out_p.weights, out.weights.detach().cpu().index_select(-1, order.cpu()),
-                     case.expected().weights.allowed + permuted.expected().weights.allowed, relation)
+    with judged(case, permuted):
+        out, out_p = case.run_checked(), permuted.run_checked()
+        assert_agree("context", out_p.context, out.context,
+                     case.expected().context.allowed + permuted.expected().context.allowed, relation)
+        if out.weights is not None:
+            assert_agree("weights", out_p.weights, out.weights.detach().cpu().index_select(-1, order.cpu()),
+                         case.expected().weights.allowed + permuted.expected().weights.allowed, relation)
