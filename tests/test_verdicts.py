@@ -80,6 +80,32 @@ def test_partial_implementation_gets_not_claimed_not_failed(suite, tmp_path):
     assert "self_attention.causal" in run.reason("GOLD-CAUSAL")
 
 
+def test_w_o_goes_only_to_a_concatenation_that_takes_it(suite, tmp_path):
+    """Issue 10: with no w_o parameter, W_O used to land in `causal` (a false rejection)."""
+    homework = tmp_path / "no_w_o.py"
+    homework.write_text(textwrap.dedent("""
+        import math
+        import torch
+
+        def multihead_attention(x, w_q, w_k, w_v, causal=False):
+            x = x.unsqueeze(-3)
+            q, k, v = x @ w_q.transpose(-2, -1), x @ w_k.transpose(-2, -1), x @ w_v.transpose(-2, -1)
+            s = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
+            if causal:
+                s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
+            w = torch.softmax(s, dim=-1)
+            return w @ v, w
+
+        def multihead_attention_concat(x, w_q, w_k, w_v, causal=False):
+            per_head, w = multihead_attention(x, w_q, w_k, w_v, causal)
+            return torch.cat(per_head.unbind(-3), dim=-1), w
+    """))
+    run = suite(str(homework), "--profile", "fast")
+    assert run.returncode == 0, run.output[-3000:]
+    for clause in ("MH-CONCAT", "API-SHAPES", "API-BATCH", "NUM-ACCURACY"):
+        assert run.verdict(clause) == "passed", (clause, run.reason(clause))
+
+
 def test_misbehaving_functions_fail_their_clauses_and_the_rest_still_runs(suite, tmp_path):
     homework = tmp_path / "misbehaving.py"
     homework.write_text(textwrap.dedent("""

@@ -52,6 +52,9 @@ class Case:
 
     def __post_init__(self) -> None:
         self.problem = fit_batch(self.problem, self.implementation)
+        # W_O only goes to a concatenation that takes it: a signature without w_o would receive it in `causal`
+        if self.problem.d_o is not None and not self.implementation.claims("multihead_attention_concat.w_o"):
+            self.problem = replace(self.problem, d_o=None)
 
     @property
     def function(self) -> str:
@@ -84,15 +87,22 @@ class Case:
         i = self.inputs
         if self.problem.kind == "cross":
             return [i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v]
-        if self.problem.kind == "concat" and i.w_o is not None:
-            return [i.x_q, i.w_q, i.w_k, i.w_v, i.w_o]
         return [i.x_q, i.w_q, i.w_k, i.w_v]
+
+    def keywords(self) -> dict:
+        """W_O by name, so it reaches the parameter called w_o wherever the signature puts it."""
+        i = self.inputs
+        return {"w_o": i.w_o} if self.problem.kind == "concat" and i.w_o is not None else {}
+
+    def call(self) -> Attention:
+        """One fresh call of the implementation on this case (not memoised)."""
+        return self.implementation.attention(self.function, *self.arguments(), causal=self.causal, **self.keywords())
 
     def run(self) -> Attention:
         """Call the implementation (once per case; later calls return the same result)."""
         if "run" not in self._memo:
             try:
-                self._memo["run"] = self.implementation.attention(self.function, *self.arguments(), causal=self.causal)
+                self._memo["run"] = self.call()
             except ImplementationError as error:
                 self._memo["run"] = error  # asked again (by a blocker's detector), it raises again without a call
         if isinstance(self._memo["run"], ImplementationError):

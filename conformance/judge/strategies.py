@@ -95,7 +95,25 @@ class Problem:
             k = tokens_kv @ w_k.transpose(-2, -1)
             largest = (q @ k.transpose(-2, -1)).abs().max().item() / math.sqrt(self.d_k)
             w_q = w_q * (self.logit_target / max(largest, 1e-12))
+        _intermediates_representable(x_q, x_kv, w_q, w_k, w_v, w_o, head, dtype)
         return _representable(Inputs(x_q, x_kv, w_q, w_k, w_v, w_o).to(dtype=dtype, device=device))
+
+
+def _intermediates_representable(x_q, x_kv, w_q, w_k, w_v, w_o, head, dtype: torch.dtype) -> None:
+    """Discard the example when a quantity the spec defines (Q, K, V, ω, the context, W_O's output) is
+    beyond the dtype's range: the inputs fit, but no implementation can compute it (issue 10: Q reached
+    1.45e5 in float16 on the large-score problems)."""
+    if not dtype.is_floating_point or dtype == torch.float64:
+        return
+    largest = torch.finfo(dtype).max
+    tokens_q, tokens_kv = (x_q.unsqueeze(-3), x_kv.unsqueeze(-3)) if head else (x_q, x_kv)
+    q, k, v = tokens_q @ w_q.transpose(-2, -1), tokens_kv @ w_k.transpose(-2, -1), tokens_kv @ w_v.transpose(-2, -1)
+    steps = [q, k, v, q @ k.transpose(-2, -1)]
+    if w_o is not None:  # each context feature is within its values' range; W_O mixes the heads' features
+        per_feature = v.abs().amax(dim=-2).reshape(-1, w_o.shape[-1]).amax(dim=0)
+        steps.append(per_feature @ w_o.abs().transpose(-2, -1))
+    if any(t.numel() and t.abs().max().item() > largest for t in steps):
+        reject()
 
 
 def _representable(value):
