@@ -66,6 +66,15 @@ def assert_matches(actual: Tensor, expected: Expected, where: str = "") -> None:
         )
 
 
+def matches(actual: Tensor, expected: Expected) -> bool:
+    """Whether assert_matches would pass: for checks that try several references before failing."""
+    try:
+        assert_matches(actual, expected)
+    except ClauseFailure:
+        return False
+    return True
+
+
 def assert_agree(name: str, first: Tensor, second: Tensor, allowed: float, relation: str) -> None:
     """Two results of the implementation that must agree (a relation such as equivariance)."""
     check_shape(name, second, first.shape)

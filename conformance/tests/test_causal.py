@@ -15,6 +15,7 @@ from conformance.judge.assertions import (
     assert_matches,
     assert_rows_stochastic,
     fail,
+    matches,
 )
 from conformance.judge.blocking import judged, judged_step, prerequisite
 from conformance.judge.capabilities import DTYPES
@@ -182,16 +183,9 @@ def _check_visible(weights, scores, d_k: int, dtype: str, mask, where: str, unma
             return  # the scale is WEIGHTS-SCALE's business
         plain = unmasked()
         alpha = fitted_weights_scale(plain, scores, d_k) if plain.shape == scores.shape else None
-        fits = alpha is not None and _matches(plain, expect_weights(scores, d_k, dtype, alpha=alpha))
+        fits = alpha is not None and matches(plain, expect_weights(scores, d_k, dtype, alpha=alpha))
         if not fits:
             prerequisite("WEIGHTS-SOFTMAX", "without a mask the same call's weights are no softmax of the scores "
                                             "for any scale α")
         raise
 
-
-def _matches(actual, expected) -> bool:
-    try:
-        assert_matches(actual, expected)
-    except ClauseFailure:
-        return False
-    return True

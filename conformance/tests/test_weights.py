@@ -15,6 +15,7 @@ from conformance.judge.assertions import (
     assert_matches,
     assert_rows_stochastic,
     fail,
+    matches,
 )
 from conformance.judge.blocking import judged, judged_step, prerequisite
 from conformance.judge.capabilities import DTYPES
@@ -34,14 +35,6 @@ def _dims(problem) -> dict[str, int]:
     return {"d_k": problem.d_k, "d_v": problem.d_v, "d_in": problem.d_in}
 
 
-def _matches(actual: torch.Tensor, expected: Expected) -> bool:
-    try:
-        assert_matches(actual, expected)
-    except ClauseFailure:
-        return False
-    return True
-
-
 def _fitted(weights: torch.Tensor, scores: torch.Tensor, d_k: int, dtype: str) -> Expected | None:
     """The reference at the scale α that best explains the weights, or None when nothing can be fitted."""
     if weights.shape != scores.shape:
@@ -59,7 +52,7 @@ def _check_scale(weights: torch.Tensor, expected: Expected, scores: torch.Tensor
         if not torch.isfinite(weights.detach().cpu()).all():
             prerequisite("WEIGHTS-STABLE", "the weights contain NaN or inf", str(error))
         fitted = _fitted(weights, scores, d_k, dtype)
-        if fitted is None or not _matches(weights, fitted):
+        if fitted is None or not matches(weights, fitted):
             prerequisite("WEIGHTS-SOFTMAX", "the weights are not softmax(α·ω) over the keys for any scale α, "
                                             "so their scale cannot be judged", str(error))
         hint = scale_hint(weights, oracle.upcast(scores)[0], dims)
@@ -70,10 +63,10 @@ def _check_softmax_form(weights: torch.Tensor, expected: Expected, scores: torch
     """weights are softmax(α ω) along the keys for some α > 0 (whether α = 1/√d_k is WEIGHTS-SCALE's business)."""
     if weights.shape != scores.shape:
         fail(f"weights have shape {tuple(weights.shape)}; the scores have {tuple(scores.shape)} (one row per query)")
-    if _matches(weights, expected):
+    if matches(weights, expected):
         return
     fitted = _fitted(weights, scores, d_k, dtype)
-    if fitted is not None and _matches(weights, fitted):
+    if fitted is not None and matches(weights, fitted):
         return
     got = weights.detach().to("cpu", torch.float64)
     error = (got - expected.reference).abs().max().item()
@@ -199,11 +192,11 @@ def test_weights_step_is_stable_for_large_scores(implementation, device, problem
     largest = problem.magnitude / math.sqrt(problem.d_k)
     with judged_step(weights, call):
         expected = expect_weights(scores, problem.d_k, "float32")
-        if _matches(weights, expected):
+        if matches(weights, expected):
             return
         finite = bool(torch.isfinite(weights.detach().cpu()).all())
         fitted = _fitted(weights, scores, problem.d_k, "float32")
-        if fitted is not None and finite and _matches(weights, fitted):
+        if fitted is not None and finite and matches(weights, fitted):
             return  # right for its own scale of the scores: the scale is WEIGHTS-SCALE's business
         if finite:
             prerequisite("WEIGHTS-SOFTMAX", "finite weights that are no softmax(α·ω) for any scale α")
