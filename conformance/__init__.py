@@ -12,9 +12,14 @@ failure.
 
 from __future__ import annotations
 
-import pytest
+# first of all: `spec`, `golden` and `impl` are the suite's own, whatever the current folder holds
+from conformance import parts
 
-import spec
+parts.pin()
+
+import pytest  # noqa: E402
+
+import spec  # noqa: E402
 
 ENV_IMPL = "ATTENTION_IMPL"
 ENV_PROFILE = "CONFORMANCE_PROFILE"

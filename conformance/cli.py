@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import spec
-from conformance import DEFAULT_IMPL, ENV_IMPL
+from conformance import DEFAULT_IMPL, ENV_IMPL, parts
 from conformance.judge.profiles import PROFILES
 from conformance.judge.workers import plain_config, prestart
 from conformance.teaching.rubric import RubricError, load_rubric
@@ -73,6 +73,7 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
+    parts.keep()  # this process runs the suite: `spec`, `golden`, `impl` stay its own (not the current folder's)
     if not (args.in_process or args.grading or args.worker_template):
         # the worker imports torch and the implementation while this process imports the suite
         target = args.impl or os.environ.get(ENV_IMPL) or DEFAULT_IMPL

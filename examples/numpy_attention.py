@@ -28,6 +28,7 @@ CAPABILITIES = {
     "batching": True,
     "autograd": False,
     "returns_weights": True,
+    "grouped_kv_heads": True,
 }
 
 # Removes every ASCII punctuation character in one pass of str.translate.
@@ -265,3 +266,37 @@ def multihead_attention_concat(
         w_o_heads = _widen(w_o, context.dtype).reshape(w_o.shape[0], heads, d_v)
         output = np.einsum("...hnv,ohv->...no", context, w_o_heads)
     return output.astype(dtype), weights.astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# The kernel: attention(q, k, v) on heads already split
+# --------------------------------------------------------------------------
+
+
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    causal: bool = False,
+    mask: np.ndarray | None = None,
+    scale: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(q kᵀ · scale + mask) v for q (..., h, n_q, d_k), k (..., h_kv, n_kv, d_k), v (..., h_kv, n_kv, d_v).
+
+    scale defaults to 1/√d_k; a boolean mask is True where a query may attend, a float mask is added to
+    the scaled scores. With h_kv < h key/value heads, each serves h / h_kv consecutive query heads.
+    """
+    dtype = _result_dtype(q, k, v)
+    work = _working_dtype(dtype)
+    q, k, v = (_widen(a, work) for a in (q, k, v))
+    group = q.shape[-3] // k.shape[-3]
+    k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+    factor = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scaled = _scores(q, k) * work.type(factor)
+    boolean = mask is not None and np.asarray(mask).dtype == np.bool_
+    if mask is not None and not boolean:
+        scaled = scaled + _widen(mask, work)
+    # already scaled: the softmax divides by √1
+    weights = _softmax_weights(scaled, 1, causal, np.asarray(mask) if boolean else None)
+    context = np.einsum("...qk,...kv->...qv", weights, v)
+    return context.astype(dtype), weights.astype(dtype)

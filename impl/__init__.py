@@ -11,6 +11,7 @@ from impl.attention import (
     project,
     self_attention,
 )
+from impl.kernel import attention
 from impl.multihead import multihead_attention, multihead_attention_concat
 from impl.tokens import build_vocab, embed, token_ids
 
@@ -22,10 +23,12 @@ CAPABILITIES = {
     "batching": True,
     "autograd": True,
     "returns_weights": True,
+    "grouped_kv_heads": True,
 }
 
 __all__ = [
     "CAPABILITIES",
+    "attention",
     "attention_scores",
     "attention_weights",
     "build_vocab",

@@ -56,6 +56,11 @@ def attention_weights(scores: Tensor, d_k: int, causal: bool = False, mask: Tens
         _require(mask.dtype == torch.bool, f"mask must be boolean (True = may attend), got {mask.dtype}")
     scaled = scores / math.sqrt(d_k)
     allowed = visible_keys(scores.shape[-2], scores.shape[-1], causal, mask, scores.device)
+    return masked_softmax(scaled, allowed)
+
+
+def masked_softmax(scaled: Tensor, allowed: Tensor | None) -> Tensor:
+    """softmax over the keys (last axis), hidden keys given weight exactly 0."""
     if allowed is not None:
         scaled = scaled.masked_fill(~allowed, float("-inf"))
     # subtracting the row maximum keeps exp() from overflowing for large scores;

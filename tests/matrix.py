@@ -15,6 +15,7 @@ survives or a mutant fails a clause it does not break (a collateral failure).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -35,6 +36,7 @@ END_TO_END = frozenset(c.id for c in spec.load().clauses if c.end_to_end)
 # Correct variants, and clauses each must pass rather than leave "not claimed": a variant whose
 # declared capabilities went missing would otherwise still "conform" on what is left.
 AUTOGRAD = ("NUM-GRADIENTS",)
+KERNEL = ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "QKV-MASK")
 CORRECT = {
     "reference (impl)": ("impl", AUTOGRAD),
     "numpy example": ("examples/numpy_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW")),
@@ -46,7 +48,16 @@ CORRECT = {
     "nn.Module adapter": ("tests.variants.correct.module:ModuleAdapter", AUTOGRAD),
     "nn.MultiheadAttention": ("tests.variants.correct.torch_mha:MHAAdapter", AUTOGRAD),
     "float64 inside": ("tests.variants.correct.float64_internal", AUTOGRAD),
+    "causal-only decoder": ("tests.variants.correct.causal_decoder", ("CAUSAL-MASK", "SYM-EQUIVARIANT",
+                                                                       "MH-HEADS", *AUTOGRAD)),
+    # the kernel section: SDPA itself, with no adapter code; a flash-style tiled kernel; the mutants' base
+    "sdpa kernel": ("torch.nn.functional:scaled_dot_product_attention", KERNEL),
+    "tiled flash kernel": ("tests.variants.correct.kernel_tiled", (*KERNEL, "QKV-GQA")),
+    "kernel steps": ("conformance.teaching.mistakes:Kernel", (*KERNEL, "QKV-GQA")),
 }
+# the JAX example, where jax is installed (tox's py environment has it: pip install -e '.[jax]')
+JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE"))}
+HAS_JAX = importlib.util.find_spec("jax") is not None
 
 
 @dataclass
@@ -89,7 +100,8 @@ class Entry:
 
 
 def entries() -> list[Entry]:
-    result = [Entry(name, target, (), required) for name, (target, required) in CORRECT.items()]
+    correct = {**CORRECT, **(JAX if HAS_JAX else {})}
+    result = [Entry(name, target, (), required) for name, (target, required) in correct.items()]
     for mutant in mistakes.MISTAKES:
         result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches),
                             may_fail=tuple(mutant.breaks)))
@@ -179,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blame precision: {precise}/{len(broken)} mutants without collateral failures "
               f"({strict} fail nothing but their own and end-to-end clauses; the rest fail only clauses their "
               f"`breaks` documents)")
+    if not HAS_JAX:
+        print("jax example: not run (jax is not installed; pip install -e '.[jax]')")
     print(f"matrix wall time: {wall:.1f} s with {args.jobs} jobs")
     if args.json:
         args.json.write_text(json.dumps({"wall_seconds": wall, "results": [asdict(e) | {"ok": e.ok} for e in results]}, indent=1))

@@ -1,4 +1,4 @@
-"""Diagnosis of a submission that declares it returns no weights: judged on its context alone."""
+"""Diagnosis: a submission that declares it returns no weights is judged on its context alone; kernel mistakes."""
 
 from __future__ import annotations
 
@@ -38,3 +38,24 @@ def test_a_mistake_is_still_named_from_the_context_alone(tmp_path):
     found = _diagnoses(tmp_path, "1.0")
     assert [d.title for d in found if d.kind == "mistake"][:1] == ["NoScale"], found
     assert not any("returned None" in d.sentence() for d in found)
+
+
+def _kernel_diagnoses(target: str):
+    implementation = Implementation.load(target)  # in a worker, as the suite runs it
+    try:
+        return diagnose(implementation)
+    finally:
+        implementation.close()
+
+
+def test_kernel_mistakes_are_named_from_the_kernel_probes():
+    for mistake in ("KernelMaskTrueHides", "KernelCausalBottomRight", "KernelIgnoresScale", "KernelHeadsTiled"):
+        found = _kernel_diagnoses(f"conformance.teaching.mistakes:{mistake}")
+        assert [d.title for d in found if d.kind == "mistake"] == [mistake], found
+        assert all(d.functions == ("attention",) for d in found), found
+
+
+def test_correct_kernels_get_no_diagnosis_whatever_their_parameter_names():
+    assert _kernel_diagnoses("conformance.teaching.mistakes:Kernel") == []
+    # SDPA: is_causal and attn_mask, the context alone, no grouped heads declared
+    assert _kernel_diagnoses("torch.nn.functional:scaled_dot_product_attention") == []

@@ -56,6 +56,7 @@ from conformance.worker.loader import LoadError, load_target
 PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds
 DEVICES = ("cpu", "cuda")
+ATTENTION_FUNCTIONS = ("self_attention", "cross_attention", "multihead_attention", "multihead_attention_concat")
 
 
 class ImplementationError(AssertionError):
@@ -168,21 +169,33 @@ class Implementation:
             if kind == "device":
                 return value in caps.devices
             raise ValueError(f"unknown requirement {requirement!r}")
-        if requirement in ("batching", "autograd"):
+        if requirement in ("batching", "autograd", "grouped_kv_heads"):
             return getattr(caps, requirement)
         if requirement == "weights":
             return caps.returns_weights
+        if requirement == "noncausal":  # attention without a causal mask
+            return not caps.causal_only
+        if requirement == "seed_shapes":  # the golden run's sizes are within the declared shape constraints
+            return seed_shapes_fit(caps)
         function, _, parameter = requirement.partition(".")
         if function not in spec.load().function_names:
             raise ValueError(f"unknown requirement {requirement!r}")
+        if parameter == "causal" and caps.causal_only and function in ATTENTION_FUNCTIONS:
+            return self.has(function)  # causal by declaration, whether or not it takes the argument
         return self.has(function) and (not parameter or self.accepts(function, parameter))
 
     # ----------------------------------------------------------------- calls
     def _from_impl(self, function: str, value: Any) -> Any:
-        expected = np.ndarray if self.capabilities.array == "numpy" else Tensor
-        if isinstance(value, expected):
-            return torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
-        raise ImplementationError(f"{function} returned a {_describe(value)}, expected a {expected.__module__.split('.')[0]} array")
+        # strict per declared library: an implementation returns the arrays it was given (a numpy array from
+        # a jax implementation is a slip such as np.asarray left in, and is named as such)
+        array = self.capabilities.array
+        if array == "torch" and isinstance(value, Tensor):
+            return value
+        if array == "numpy" and isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value))
+        if array == "jax" and isinstance(value, wire.JaxArray):
+            return value.tensor
+        raise ImplementationError(f"{function} returned a {_describe(value)}, expected a {array} array")
 
     def call(self, function: str, *args: Any, **kwargs: Any) -> Any:
         """Call `function` on the arguments, guarded; returns its result as plain data."""
@@ -218,7 +231,10 @@ class Implementation:
 
     def attention(self, function: str, *args: Any, causal: bool = False, **kwargs: Any) -> Attention:
         """Call an attention function; returns (context, weights) as torch tensors."""
-        if causal:
+        if self.capabilities.causal_only and not causal:
+            raise ValueError(f"{self.name} declares causal='only': {function} is not called without the mask")
+        # a causal-only function that takes no `causal` argument (a decoder block) is causal by itself
+        if causal and (not self.capabilities.causal_only or self.accepts(function, "causal")):
             kwargs["causal"] = True
         result = self.call(function, *args, **kwargs)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -232,11 +248,54 @@ class Implementation:
             return Attention(context, None)
         return Attention(context, self._from_impl(function, result[1]))
 
+    def kernel(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, mask: Tensor | None = None,
+               scale: float | None = None, grouped: bool = False) -> Attention:
+        """Call attention(q, k, v, ...) of the kernel section, under the names its signature uses (the spec's
+        causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone."""
+        function = "attention"
+        kwargs: dict[str, Any] = {}
+        if causal:
+            kwargs[self._parameter(function, "causal", "is_causal")] = True
+        if mask is not None:
+            kwargs[self._parameter(function, "mask", "attn_mask")] = mask
+        if scale is not None:
+            kwargs["scale"] = scale
+        parameters = self.signatures[function].parameters
+        if grouped and parameters is not None and "enable_gqa" in parameters:
+            kwargs["enable_gqa"] = True  # SDPA repeats the key/value heads only when asked
+        result = self.call(function, q, k, v, **kwargs)
+        if not isinstance(result, (tuple, list)):
+            return Attention(self._from_impl(function, result), None)
+        if len(result) != 2:
+            raise ImplementationError(f"{function} returned a {_describe(result)}, expected the context or a pair "
+                                      f"(context, weights)")
+        context = self._from_impl(function, result[0])
+        return Attention(context, None if result[1] is None else self._from_impl(function, result[1]))
+
+    def _parameter(self, function: str, *names: str) -> str:
+        """The first of the names the function's signature has (the spec's name when it cannot be told)."""
+        parameters = self.signatures[function].parameters
+        return next((n for n in names if parameters is not None and n in parameters), names[0])
+
     def __repr__(self) -> str:
         return f"Implementation({self.name!r})"
 
     def describe(self) -> str:
         return f"{self.name}: functions {', '.join(self.signatures)}; {self.capabilities.describe()}"
+
+
+def seed_shapes_fit(caps: Capabilities) -> bool:
+    """Whether the seed's sizes (d_in 16, d_k 24, d_v 28, 3 heads, 6 and 8 tokens) are within the declared
+    shape constraints: the golden checks cannot be run on an implementation that refuses them."""
+    import golden
+
+    d = golden.manifest()["dimensions"]
+    longest = max(len(golden.manifest()["sentence"].split()), d["n_kv"])
+    return not (
+        (caps.equal_head_dims and d["d_k"] != d["d_v"])
+        or (caps.width_is_heads_times_head_dim and d["d"] not in (d["d_k"], d["heads"] * d["d_k"]))
+        or (caps.max_length is not None and caps.max_length < longest)
+    )
 
 
 def _raised(error: dict, function: str) -> ImplementationError:
@@ -511,7 +570,10 @@ class LocalBackend(Backend):
     """The implementation imported into the judge's own process: for debugging trusted code (pdb)."""
 
     def __init__(self, target: str) -> None:
-        self.namespace, self.name = load_target(target)
+        try:
+            self.namespace, self.name = load_target(target)
+        except LoadError as error:
+            raise LoadError(wire.explain_load_error(str(error))) from None
 
     def hello(self) -> tuple[str, object, dict[str, Signature]]:
         import inspect
@@ -519,7 +581,7 @@ class LocalBackend(Backend):
         signatures = {}
         for function in spec.load().function_names:
             candidate = getattr(self.namespace, function, None)
-            if candidate is None:
+            if candidate is None or inspect.ismodule(candidate):  # a submodule of that name is not the function
                 continue
             if not callable(candidate):
                 raise LoadError(f"{self.name}: {function} is a {type(candidate).__name__}, not a function")
@@ -531,10 +593,16 @@ class LocalBackend(Backend):
                 signatures[function] = Signature(None, True)
         declared = getattr(self.namespace, "CAPABILITIES", None)
         self.array = declared.get("array", "torch") if isinstance(declared, dict) else "torch"
+        if self.array == "jax":
+            why = wire.start_jax()
+            if why:
+                raise LoadError(f"{self.name}: {why}")
         return self.name, declared, signatures
 
     def _to_impl(self, value: Any) -> Any:
         if isinstance(value, Tensor):
+            if self.array == "jax":  # a copy: the jax array must not share memory with the judge's tensor
+                return wire.torch_to_jax(value.detach().cpu().clone())
             return value.detach().cpu().numpy().copy() if self.array == "numpy" else value.clone()
         return value
 
@@ -546,7 +614,7 @@ class LocalBackend(Backend):
         stream = _CappedStream()
         try:
             with _time_limit(timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-                return fn(*passed[: len(args)], **dict(zip(kwargs, passed[len(args):])))
+                result = fn(*passed[: len(args)], **dict(zip(kwargs, passed[len(args):])))
         except _Timeout:
             raise WorkerTimeout(f"no answer within {timeout:g} s") from None
         except KeyboardInterrupt:
@@ -561,6 +629,8 @@ class LocalBackend(Backend):
         finally:
             record.mutated = [label for label, original, copy in zip(labels, given, passed) if _changed(original, copy)]
             record.printed_bytes = stream.count
+        # jax results take the worker's path (JaxArray for every jax array) so that _from_impl sees the same
+        return wire.decode(*wire.encode(result)) if self.array == "jax" else result
 
 
 def _changed(original: Any, copy: Any) -> bool:
@@ -569,6 +639,8 @@ def _changed(original: Any, copy: Any) -> bool:
         return False
     if isinstance(copy, np.ndarray):
         return not np.array_equal(copy, original.detach().cpu().numpy())
+    if wire.is_jax(copy):  # jax arrays cannot be written into, but the check is the same
+        return not torch.equal(wire.jax_to_torch(copy), original.detach().cpu())
     return not torch.equal(copy, original)
 
 

@@ -142,7 +142,9 @@ def find_blocker(cases: tuple[Case, ...], failure: str = "") -> None:
     """Block the test if a prerequisite of the current clause is broken on one of the cases."""
     if not _state.clause:
         return
-    prerequisites = spec.load().clause(_state.clause).prerequisites
+    prerequisites = set(spec.load().clause(_state.clause).prerequisites)
+    if _state.clause != "CAUSAL-MASK" and any(c.implementation.capabilities.causal_only for c in cases):
+        prerequisites.add("CAUSAL-MASK")  # causal='only': every call is masked, so a wrong mask shows everywhere
     # in pipeline order, whatever order the spec lists them in: the earliest broken step is the blocker
     for prerequisite, detector in DETECTORS.items():
         if prerequisite not in prerequisites:
@@ -391,17 +393,38 @@ def _accuracy(case: Case) -> str | None:
     return None
 
 
+def _causal_mask(case: Case) -> str | None:
+    """A causal call's weights on keys after their query are not exactly 0, or a query sees no key at all."""
+    if not case.causal:
+        return None
+    weights = case.run().weights
+    if weights is None:
+        return None
+    got = weights.detach().cpu()
+    n_q, n_kv = case.problem.n_q, case.problem.n_kv
+    future = torch.ones(n_q, n_kv, dtype=torch.bool).triu(diagonal=1)
+    if tuple(got.shape[-2:]) != (n_q, n_kv):
+        return None
+    if ((got != 0) & future).any():
+        return f"{case.function} gives weight to keys after their query under the causal mask"
+    if not (got.to(torch.float64).sum(dim=-1) > 0).all():
+        return f"{case.function} leaves a query no weight on any key under the causal mask (it must see keys 0..i)"
+    return None
+
+
 def _sizes(case: Case) -> str:
     p = case.problem
     return f"n_q={p.n_q}, n_kv={p.n_kv}, d_k={p.d_k}, d_v={p.d_v}" + (f", batch {p.batch}" if p.batch else "")
 
 
-OF_THE_CALL = frozenset({"API-SHAPES", "WEIGHTS-STABLE", "API-DETERMINISTIC", "API-BATCH"})  # looked at on the very call
+# looked at on the very call
+OF_THE_CALL = frozenset({"API-SHAPES", "WEIGHTS-STABLE", "API-DETERMINISTIC", "API-BATCH", "CAUSAL-MASK"})
 DETECTORS: dict[str, Callable[[Case], str | None]] = {
     "API-SHAPES": _shapes,
     "WEIGHTS-STABLE": _stable,
     "API-DETERMINISTIC": _deterministic,
     "API-BATCH": _batch,
+    "CAUSAL-MASK": _causal_mask,  # a prerequisite of every clause only under causal='only' (see find_blocker)
     "NUM-ACCURACY": _accuracy,  # early: imprecision would look like a broken softmax or mix to the later ones
     "PROJ-LAYOUT": _project,
     "SCORE-DOT": _scores,

@@ -19,7 +19,7 @@ from conformance.judge.adapter import Attention, Implementation, ImplementationE
 from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.fitting import fit_scale, implied_scale
-from conformance.judge.strategies import Inputs, Problem
+from conformance.judge.strategies import Inputs, KernelProblem, Problem
 from conformance.judge.tolerance import Expected, OutOfRange, dot_scale, expected, scales
 
 FUNCTION_OF = {
@@ -30,9 +30,25 @@ FUNCTION_OF = {
 }
 
 
-def fit_batch(problem, implementation: Implementation):
-    """Drop the batch dimensions of a drawn problem when the implementation does not claim batching."""
-    return problem.unbatched() if problem.batch and not implementation.claims("batching") else problem
+def fit_problem(problem, implementation: Implementation):
+    """A drawn problem within what the implementation declares: without batch dimensions when it does not
+    claim batching, and within its shape constraints (equal head widths, d_in = h·d_k, a longest sequence).
+    Fitted after drawing, so hypothesis still shrinks the drawn sizes."""
+    caps = implementation.capabilities
+    if problem.batch and not implementation.claims("batching"):
+        problem = problem.unbatched()
+    if caps.max_length is not None:
+        problem = replace(problem, n_q=min(problem.n_q, caps.max_length), n_kv=min(problem.n_kv, caps.max_length))
+    if caps.equal_head_dims and isinstance(problem, (Problem, KernelProblem)):
+        problem = replace(problem, d_v=problem.d_k)
+    if isinstance(problem, Problem):
+        if caps.width_is_heads_times_head_dim:
+            width = problem.heads * problem.d_k
+            same = problem.kind != "cross" or problem.d_in_kv == problem.d_in
+            # the output projection of such a module maps back to the model width (d_o = d_in)
+            problem = replace(problem, d_in=width, d_in_kv=width if same else problem.d_in_kv,
+                              d_o=None if problem.d_o is None else width)
+    return problem
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,9 @@ class Case:
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.problem = fit_batch(self.problem, self.implementation)
+        self.problem = fit_problem(self.problem, self.implementation)
+        if self.implementation.capabilities.causal_only:
+            self.causal = True  # every property is checked in its causal form (issue 10)
         # W_O only goes to a concatenation that takes it: a signature without w_o would receive it in `causal`
         if self.problem.d_o is not None and not self.implementation.claims("multihead_attention_concat.w_o"):
             self.problem = replace(self.problem, d_o=None)
@@ -304,8 +322,8 @@ def exercise(implementation: Implementation, problem: Problem, dtype: str, devic
     recorded with its error and the others still run: its failure belongs to
     its own clauses.
     """
-    problem = fit_batch(problem, implementation)
-    single = replace(problem, kind="self", n_kv=problem.n_q, d_in_kv=problem.d_in)
+    problem = fit_problem(problem, implementation)
+    single = fit_problem(replace(problem, kind="self", n_kv=problem.n_q, d_in_kv=problem.d_in), implementation)
     kinds = {
         "self": single,
         "cross": problem if problem.kind == "cross" else replace(single, kind="cross"),

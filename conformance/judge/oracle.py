@@ -59,6 +59,31 @@ def cross_attention(
     return torch.einsum("...ij,...jd->...id", w, v), w
 
 
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, mask: Tensor | None = None, scale: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """The kernel section: (context, weights) from q (..., h, n_q, d_k), k (..., h_kv, n_kv, d_k) and
+    v (..., h_kv, n_kv, d_v). A boolean mask is True where a query may attend; a float mask is added to
+    the scaled scores. With h_kv < h, query head i uses key/value head i // (h / h_kv)."""
+    group = q.shape[-3] // k.shape[-3]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    alpha = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scaled = scores(q, k) * alpha
+    keep = allowed(q.shape[-2], k.shape[-2], causal, None, q.device)
+    if mask is not None and mask.dtype == torch.bool:
+        keep = mask if keep is None else mask & keep
+    elif mask is not None:
+        scaled = scaled + mask.to(scaled.dtype)
+    if keep is not None:
+        scaled = scaled.masked_fill(~keep, -math.inf)
+    top = scaled.amax(dim=-1, keepdim=True).nan_to_num(neginf=0.0)
+    exp = (scaled - top).exp()
+    total = exp.sum(dim=-1, keepdim=True)
+    w = torch.where(total > 0, exp / total, torch.zeros_like(exp))
+    return torch.einsum("...ij,...jd->...id", w, v), w
+
+
 def concat_heads(per_head: Tensor, w_o: Tensor | None) -> Tensor:
     """(..., h, n, d_v) -> (..., n, h·d_v), head-major; then W_o if given."""
     joined = torch.cat(per_head.unbind(dim=-3), dim=-1)

@@ -17,6 +17,7 @@ carry no @clause marker.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -110,12 +111,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(f"conformance-{profile_name(config)}")
         bound_shrinking(profile_name(config))
+        _database_per_implementation(target_of(config))
     try:
         config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
     except RubricError as error:
         raise pytest.UsageError(str(error)) from None
     if config.getoption("grading") and config.getoption("in_process"):
         raise pytest.UsageError("--grading and --in-process exclude each other: grading always isolates the submission")
+
+
+def _database_per_implementation(target: str) -> None:
+    """Profiles that remember failures (dev, thorough) keep them per implementation, in
+    .hypothesis/conformance/<target>: a failure found for one implementation is not replayed against the
+    next one checked from the same folder."""
+    current = settings()
+    if current.database is None:
+        return
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("._") or "implementation"
+    path = Path(".hypothesis") / "conformance" / name[:100]
+    settings.register_profile("conformance-this-implementation", current, database=DirectoryBasedExampleDatabase(path))
+    settings.load_profile("conformance-this-implementation")
 
 
 def _backend(config: pytest.Config) -> Backend:
@@ -181,6 +198,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"attention conformance: --impl {target_of(config)}, profile {profile_name(config)}, torch {torch.__version__}"]
 
 
+# requirements whose id alone does not say what is missing
+WORDING = {
+    "noncausal": "non-causal attention (declared causal='only')",
+    "seed_shapes": "the seed's sizes (d_k 24 and d_v 28; d_in 16; 8 tokens) outside the declared shape constraints",
+}
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     clause_id = _clause_of(item)
     if clause_id is None:
@@ -191,7 +215,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("needs"):
         missing = [r for r in marker.args if not implementation.claims(r)]
         if missing:
-            pytest.skip(f"not claimed: {', '.join(missing)}")
+            pytest.skip(f"not claimed: {', '.join(WORDING.get(r, r) for r in missing)}")
 
 
 @pytest.fixture(scope="session")
@@ -297,6 +321,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         sandbox=implementation.sandbox if implementation else {},
         forbidden=forbidden,
         tainted=frozenset(tainted),
+        not_exercised=implementation.capabilities.constraints if implementation else [],
     )
     reveal = config.getoption("reveal_hidden")
     outputs = {

@@ -251,3 +251,90 @@ def sentences(draw: st.DrawFn) -> str:
         words.append(words[0])  # a repeated word
     marks = st.sampled_from(["", "", "", ",", ".", "!", "?", ";", ":", "'", '"', "-"])
     return " ".join(w + draw(marks) for w in words)
+
+
+@dataclass(frozen=True)
+class KernelProblem:
+    """q, k, v (and a mask) for the kernel section, attention(q, k, v), in SDPA's layout (..., h, n, d)."""
+
+    batch: tuple[int, ...]
+    heads: int
+    kv_heads: int  # < heads only for grouped-query attention; it divides heads
+    n_q: int
+    n_kv: int
+    d_k: int
+    d_v: int
+    magnitude: float
+    mask: str  # "none", "bool" or "float"
+    mask_shape: str  # "full" (..., h, n_q, n_kv) or "shared" (n_q, n_kv), broadcast over batch and heads
+    seed: int
+
+    def unbatched(self) -> KernelProblem:
+        return replace(self, batch=())
+
+    def tensors(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
+        """(q, k, v, mask): drawn in float64 on the CPU, then cast; a boolean mask leaves every query a key."""
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def randn(*shape: int) -> Tensor:
+            return torch.randn(*shape, generator=generator, dtype=torch.float64) * self.magnitude
+
+        q = randn(*self.batch, self.heads, self.n_q, self.d_k)
+        k = randn(*self.batch, self.kv_heads, self.n_kv, self.d_k)
+        v = randn(*self.batch, self.kv_heads, self.n_kv, self.d_v)
+        shape = (*self.batch, self.heads, self.n_q, self.n_kv) if self.mask_shape == "full" else (self.n_q, self.n_kv)
+        mask = None
+        if self.mask == "bool":
+            mask = torch.rand(*shape, generator=generator) < 0.6
+            first = torch.randint(0, self.n_kv, (*shape[:-1], 1), generator=generator)
+            mask.scatter_(-1, first, True)
+        elif self.mask == "float":  # a finite bias of the size of the scores (ALiBi-like)
+            mask = torch.randn(*shape, generator=generator, dtype=torch.float64) * 2.0
+        _intermediates_fit(q, k, v, dtype)
+        moved = [_representable(t.to(device=device, dtype=dtype)) for t in (q, k, v)]
+        if mask is not None:
+            mask = mask.to(device) if mask.dtype == torch.bool else _representable(mask.to(device=device, dtype=dtype))
+        return (*moved, mask)
+
+
+def _intermediates_fit(q: Tensor, k: Tensor, v: Tensor, dtype: torch.dtype) -> None:
+    """Discard the example when q kᵀ overflows the dtype (the kernel section's only large intermediate)."""
+    if dtype.is_floating_point and dtype != torch.float64:
+        group = q.shape[-3] // k.shape[-3]
+        largest = (q.abs() @ k.abs().repeat_interleave(group, dim=-3).transpose(-2, -1)).max().item()
+        if largest > torch.finfo(dtype).max:
+            reject()
+
+
+@st.composite
+def kernel_problems(
+    draw: st.DrawFn, mask: tuple[str, ...] = ("none",), grouped: bool = False
+) -> KernelProblem:
+    """q, k, v of 1-8 query heads (with grouped, fewer key/value heads that divide them), lengths drawn
+    apart (tile edges included), d_k and d_v drawn apart, 0-2 batch dimensions, a mask of the given kinds."""
+    n_q, n_kv = min(draw(lengths()), 160), min(draw(lengths()), 160)
+    room = max(1, WORK_BUDGET // (n_q * n_kv))
+    if grouped:
+        kv_heads = draw(st.integers(1, 3))
+        heads = kv_heads * draw(st.integers(2, max(2, min(4, room // kv_heads))))
+    else:
+        heads = kv_heads = draw(st.integers(1, max(1, min(8, room))))
+    room = max(1, room // heads)
+    batch: tuple[int, ...] = ()
+    for _ in range(draw(st.integers(0, 2))):
+        size = draw(st.integers(1, max(1, min(3, room))))
+        room = max(1, room // size)
+        batch += (size,)
+    return KernelProblem(
+        batch=batch,
+        heads=heads,
+        kv_heads=kv_heads,
+        n_q=n_q,
+        n_kv=n_kv,
+        d_k=draw(st.integers(1, 64)),
+        d_v=draw(st.integers(1, 64)),
+        magnitude=draw(st.sampled_from(MAGNITUDES[:3])),
+        mask=draw(st.sampled_from(mask)),
+        mask_shape=draw(st.sampled_from(("full", "shared"))),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )

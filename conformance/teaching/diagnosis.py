@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -121,6 +121,25 @@ def _golden_probes() -> list[Probe]:
         Probe("causal cross-attention", "cross_attention", (x, x_kv, w_q, w_k, w_v), {"causal": True}),
         Probe("multi-head attention", "multihead_attention", (x, *heads), {}),
         Probe("concatenated multi-head attention", "multihead_attention_concat", (x, *heads), {}),
+        *_kernel_probes(x, x_kv, heads),
+    ]
+
+
+def _kernel_probes(x: Tensor, x_kv: Tensor, heads: tuple[Tensor, Tensor, Tensor]) -> list[Probe]:
+    """attention(q, k, v) on the seed's three heads: queries from the sentence, keys and values from the
+    second input (8 tokens, so that n_q ≠ n_kv shows the causal alignment)."""
+    w_q, w_k, w_v = heads
+    q, k, v = x @ w_q.transpose(-2, -1), x_kv @ w_k.transpose(-2, -1), x_kv @ w_v.transpose(-2, -1)
+    keep = torch.ones(6, 8, dtype=torch.bool).tril(2)  # every query keeps keys 0..i+2
+    bias = -0.5 * (torch.arange(6).unsqueeze(-1) - torch.arange(8)).abs().float()  # ALiBi-like
+    return [
+        Probe("kernel", "attention", (q, k, v), {}),
+        Probe("kernel, scale 0.1", "attention", (q, k, v), {"scale": 0.1}),
+        Probe("kernel, causal", "attention", (q, k, v), {"causal": True}),
+        Probe("kernel, boolean mask", "attention", (q, k, v), {"mask": keep}),
+        Probe("kernel, float mask", "attention", (q, k, v), {"mask": bias}),
+        # grouped-query: four query heads over two key/value heads (each serves two consecutive query heads)
+        Probe("kernel, grouped heads", "attention", (torch.cat([q, q[:1]]), k[:2], v[:2]), {}),
     ]
 
 
@@ -168,9 +187,10 @@ def _submission_call(implementation, probe: Probe) -> object:
     if isinstance(result, dict):
         return result
     try:
-        return implementation._from_impl(probe.function, result)
+        array = implementation._from_impl(probe.function, result)
     except AssertionError:
         return None
+    return (array, None) if probe.function == "attention" else array  # a kernel may return the context alone
 
 
 def _observe(probe: Probe, got: object, expected: object) -> str:
@@ -202,6 +222,36 @@ def _observe(probe: Probe, got: object, expected: object) -> str:
     return ""
 
 
+def _as_declared(implementation, probe: Probe) -> Probe | None:
+    """The probe as the implementation takes it (None: a call it does not claim). A causal-only
+    implementation gets only causal calls, with `causal` passed only to a function that takes it; the
+    kernel gets SDPA's names (is_causal, attn_mask) where its signature has those, and grouped heads
+    only when it declares them."""
+    from conformance.judge.adapter import ATTENTION_FUNCTIONS
+
+    if not implementation.has(probe.function):
+        return None
+    if probe.function == "attention":
+        q, k = probe.args[0], probe.args[1]
+        grouped = k.shape[-3] != q.shape[-3]
+        if grouped and not implementation.claims("grouped_kv_heads"):
+            return None
+        names = {"causal": implementation._parameter("attention", "causal", "is_causal"),
+                 "mask": implementation._parameter("attention", "mask", "attn_mask")}
+        kwargs = {names.get(key, key): value for key, value in probe.kwargs.items()}
+        parameters = implementation.signatures["attention"].parameters
+        if grouped and parameters is not None and "enable_gqa" in parameters:
+            kwargs["enable_gqa"] = True
+        return replace(probe, kwargs=kwargs)
+    if not implementation.capabilities.causal_only or probe.function not in ATTENTION_FUNCTIONS:
+        return probe
+    if not probe.kwargs.get("causal"):
+        return None
+    if implementation.accepts(probe.function, "causal"):
+        return probe
+    return replace(probe, kwargs={k: v for k, v in probe.kwargs.items() if k != "causal"})
+
+
 def diagnose(implementation) -> list[Diagnosis]:
     """Known mistakes that explain the submission's outputs on the golden inputs, else observations.
 
@@ -212,16 +262,20 @@ def diagnose(implementation) -> list[Diagnosis]:
     """
     from conformance.teaching import mistakes
 
-    correct = mistakes.Pipeline()
-    candidates = {m: m() for m in mistakes.MISTAKES}
+    pipeline, kernel = mistakes.Pipeline(), mistakes.Kernel()
+    # a causal-only mistake repeats its causal twin's signature: named once, by the twin
+    candidates = {m: m() for m in mistakes.MISTAKES if not m.CAPABILITIES.get("causal")}
     agree: dict[type, list[str]] = {m: [] for m in candidates}
     disagree: dict[type, int] = {m: 0 for m in candidates}
     observations: dict[str, list[Probe]] = {}
     probes = _golden_probes()
     for probe in probes:
-        if not implementation.has(probe.function) or any(not implementation.accepts(probe.function, k) for k in probe.kwargs):
+        asked = _as_declared(implementation, probe)
+        if asked is None or any(
+            not implementation.accepts(probe.function, k) for k in asked.kwargs
+        ):
             continue
-        got = _submission_call(implementation, probe)
+        got = _submission_call(implementation, asked)
         if isinstance(got, AssertionError):  # it raised or hung on the seed's own inputs: say so
             observations.setdefault(f"{got} on the seed's inputs", []).append(probe)
             continue
@@ -229,9 +283,12 @@ def diagnose(implementation) -> list[Diagnosis]:
             continue
         # a submission that declares returns_weights=False answers (context, None): judge the context alone
         keep = _drop_weights if _returns_no_weights(got) else (lambda value: value)
+        correct = kernel if probe.function == "attention" else pipeline
         expected = keep(_reference_call(correct, probe))
         explained = False
         for kind, candidate in candidates.items():
+            if not hasattr(candidate, probe.function):
+                continue  # a kernel mistake says nothing about the pipeline's functions, and the other way round
             theirs = keep(_reference_call(candidate, probe))
             if theirs is None or _same(theirs, expected):
                 continue  # not part of this mistake's signature

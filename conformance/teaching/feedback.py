@@ -50,6 +50,7 @@ class Outcome:
     sandbox: dict[str, str] = field(default_factory=dict)  # layer -> "active ..." / "inactive (why)"
     forbidden: list[str] = field(default_factory=list)  # uses of helpers the course forbids, in words
     tainted: frozenset[str] = frozenset()  # functions whose tests earn nothing because of them
+    not_exercised: list[str] = field(default_factory=list)  # what the declared restrictions leave unchecked
 
     def __post_init__(self) -> None:
         self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
@@ -91,6 +92,8 @@ class Outcome:
             rows += [f"  - {d.sentence()}" for d in self.diagnoses]
         rows += [f"INTEGRITY: {v}" for v in self.violations]
         rows += [f"FORBIDDEN: {f}" for f in self.forbidden]
+        if self.not_exercised:
+            rows.append("not exercised, as declared in CAPABILITIES: " + "; ".join(self.not_exercised))
         if self.sandbox:
             rows.append("sandbox: " + "; ".join(f"{layer} {state}" for layer, state in self.sandbox.items()))
         rows.append(f"SCORE {earned:g} / {maximum:g}")
@@ -111,6 +114,7 @@ class Outcome:
             "integrity_violations": self.violations,
             "forbidden": self.forbidden,
             "sandbox": self.sandbox,
+            "not_exercised": self.not_exercised,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],
             "functions": sorted(self.rubric.functions),  # the rubric's scope; empty: the whole spec
             "clauses": [
@@ -155,6 +159,8 @@ class Outcome:
         outside = [s.clause.id for s in self.scores if s.out_of_scope and (reveal_hidden or not s.hidden)]
         if outside:
             summary.append(f"Not part of this assignment (out of scope): {', '.join(outside)}.")
+        if self.not_exercised:
+            summary.append("Not exercised, as declared: " + "; ".join(self.not_exercised) + ".")
         summary += [f"Integrity: {v}" for v in self.violations]
         summary += [f"Course rule: {f}" for f in self.forbidden]
         summary += [d.sentence() for d in self.diagnoses]

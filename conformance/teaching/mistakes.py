@@ -412,6 +412,30 @@ class MaskBottomRight(Pipeline):
         return allowed
 
 
+class DecoderMaskInverted(MaskInverted):
+    """A causal-only decoder (no `causal` argument) whose mask is inverted: queries see the keys after them."""
+
+    CAPABILITIES = {**Pipeline.CAPABILITIES, "causal": "only"}
+    catches = ("CAUSAL-MASK",)
+    breaks = {
+        "CAUSAL-FUTURE": "queries see the keys after them, so future tokens change the past",
+    }
+
+    def self_attention(self, x, w_q, w_k, w_v):
+        return self.attend(x, x, w_q, w_k, w_v, causal=True)
+
+    def cross_attention(self, x_q, x_kv, w_q, w_k, w_v):
+        return self.attend(x_q, x_kv, w_q, w_k, w_v, causal=True)
+
+    def multihead_attention(self, x, w_q, w_k, w_v):
+        return super().multihead_attention(x, w_q, w_k, w_v, causal=True)
+
+    def multihead_attention_concat(self, x, w_q, w_k, w_v, w_o=None):
+        per_head, weights = self.multihead_attention(x, w_q, w_k, w_v)
+        joined = self.concat(per_head)
+        return (joined if w_o is None else joined @ w_o.transpose(-2, -1)), weights
+
+
 class ExplicitMaskTrueMeansHidden(Pipeline):
     """An explicit mask is read the wrong way round: True is treated as "hidden" instead of "may attend"."""
 
@@ -627,6 +651,105 @@ class ReproducesOnlyTheSeed(Pipeline):
         return weights @ values, weights
 
 
-MISTAKES: list[type[Pipeline]] = [
-    cls for cls in list(globals().values()) if isinstance(cls, type) and issubclass(cls, Pipeline) and cls is not Pipeline
-]
+# ---------------------------------------------------------------- the kernel section: attention(q, k, v)
+class Kernel:
+    """Correct attention(q, k, v, causal, mask, scale) in SDPA's layout, one overridable method per step."""
+
+    CAPABILITIES = {**Pipeline.CAPABILITIES, "grouped_kv_heads": True}
+    catches: tuple[str, ...] = ()
+    breaks: dict[str, str] = {}
+
+    def expand(self, kv: Tensor, group: int) -> Tensor:
+        """Key/value heads (..., h_kv, n, d) -> one per query head: head i serves queries i·group..(i+1)·group-1."""
+        return kv.repeat_interleave(group, dim=-3)
+
+    def factor(self, d_k: int, scale: float | None) -> float:
+        return 1 / math.sqrt(d_k) if scale is None else scale
+
+    def visible(self, n_q: int, n_kv: int, device) -> Tensor:
+        return torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril()
+
+    def keep(self, mask: Tensor) -> Tensor:
+        """A boolean mask as the keys that may be attended to."""
+        return mask
+
+    def biased(self, scores: Tensor, factor: float, bias: Tensor) -> Tensor:
+        return scores * factor + bias
+
+    def attention(self, q, k, v, causal: bool = False, mask=None, scale=None) -> tuple[Tensor, Tensor]:
+        group = q.shape[-3] // k.shape[-3]
+        keys, values = self.expand(k, group), self.expand(v, group)
+        scores = q @ keys.transpose(-2, -1)
+        factor = self.factor(q.shape[-1], scale)
+        boolean = mask is not None and mask.dtype == torch.bool
+        scaled = self.biased(scores, factor, mask) if mask is not None and not boolean else scores * factor
+        allowed = self.keep(mask) if boolean else None
+        if causal:
+            lower = self.visible(q.shape[-2], k.shape[-2], q.device)
+            allowed = lower if allowed is None else allowed & lower
+        if allowed is not None:
+            scaled = scaled.masked_fill(~allowed, float("-inf"))
+        weights = torch.softmax(scaled, dim=-1)
+        return weights @ values, weights
+
+
+class KernelNoScale(Kernel):
+    """The kernel does not scale the scores by default (softmax(q kᵀ) v instead of softmax(q kᵀ / √d_k) v)."""
+
+    catches = ("QKV-ATTEND",)
+
+    def factor(self, d_k, scale):
+        return 1.0 if scale is None else scale
+
+
+class KernelIgnoresScale(Kernel):
+    """The kernel ignores its scale argument and always divides by √d_k."""
+
+    catches = ("QKV-SCALE",)
+
+    def factor(self, d_k, scale):
+        return 1 / math.sqrt(d_k)
+
+
+class KernelCausalBottomRight(Kernel):
+    """The kernel's causal mask is aligned bottom-right (FlashAttention ≥ 2.1) instead of top-left."""
+
+    catches = ("QKV-CAUSAL",)
+
+    def visible(self, n_q, n_kv, device):
+        return torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril(n_kv - n_q)
+
+
+class KernelMaskTrueHides(Kernel):
+    """The kernel reads a boolean mask as True = hidden (key_padding_mask's convention)."""
+
+    catches = ("QKV-MASK",)
+
+    def keep(self, mask):
+        return ~mask
+
+
+class KernelBiasBeforeScale(Kernel):
+    """The kernel adds a float mask to the scores before scaling them, so the bias is scaled too."""
+
+    catches = ("QKV-MASK",)
+
+    def biased(self, scores, factor, bias):
+        return (scores + bias) * factor
+
+
+class KernelHeadsTiled(Kernel):
+    """Grouped-query attention tiles the key/value heads (query head i uses head i mod h_kv) instead of
+    repeating each one for its group of consecutive query heads."""
+
+    catches = ("QKV-GQA",)
+
+    def expand(self, kv, group):
+        return kv.repeat(*([1] * (kv.dim() - 3)), group, 1, 1)
+
+
+def _is_mistake(cls: object) -> bool:
+    return isinstance(cls, type) and issubclass(cls, (Pipeline, Kernel)) and cls not in (Pipeline, Kernel)
+
+
+MISTAKES: list[type[Pipeline] | type[Kernel]] = [cls for cls in list(globals().values()) if _is_mistake(cls)]

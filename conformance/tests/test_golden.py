@@ -129,14 +129,14 @@ def _check_attention(implementation, function, args, golden_prefix, dtype, causa
 
 
 @clause("GOLD-SELF")
-@needs("self_attention")
+@needs("self_attention", "noncausal", "seed_shapes")
 def test_self_attention(implementation, device, dtype):
     args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
     _check_attention(implementation, "self_attention", args, "self", dtype)
 
 
 @clause("GOLD-CAUSAL")
-@needs("self_attention.causal")
+@needs("self_attention.causal", "seed_shapes")
 def test_causal_self_attention(implementation, device, dtype):
     args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
     _check_attention(implementation, "self_attention", args, "causal", dtype, causal=True)
@@ -146,27 +146,27 @@ MULTIHEAD_INPUTS = ("embedding/x", "multihead/w_q", "multihead/w_k", "multihead/
 
 
 @clause("GOLD-MULTIHEAD")
-@needs("multihead_attention")
+@needs("multihead_attention", "noncausal", "seed_shapes")
 def test_multihead_attention(implementation, device, dtype):
     _check_attention(implementation, "multihead_attention", inputs(dtype, device, *MULTIHEAD_INPUTS), "multihead", dtype)
 
 
 @clause("GOLD-MULTIHEAD")
-@needs("multihead_attention.causal")
+@needs("multihead_attention.causal", "seed_shapes")
 def test_causal_multihead_attention(implementation, device, dtype):
     args = inputs(dtype, device, *MULTIHEAD_INPUTS)
     _check_attention(implementation, "multihead_attention", args, "multihead", dtype, causal=True)
 
 
 @clause("GOLD-MULTIHEAD")
-@needs("multihead_attention_concat")
+@needs("multihead_attention_concat", "noncausal", "seed_shapes")
 def test_multihead_concat(implementation, device, dtype):
     args = inputs(dtype, device, *MULTIHEAD_INPUTS)
     _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype)
 
 
 @clause("GOLD-MULTIHEAD")
-@needs("multihead_attention_concat.w_o")
+@needs("multihead_attention_concat.w_o", "noncausal", "seed_shapes")
 def test_multihead_concat_output_projection(implementation, device, dtype):
     args = inputs(dtype, device, *MULTIHEAD_INPUTS, "multihead/w_o")
     _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype, concat_w_o=True)
@@ -176,13 +176,13 @@ CROSS_INPUTS = ("embedding/x", "cross/x_kv", "projection/w_q", "projection/w_k",
 
 
 @clause("GOLD-CROSS")
-@needs("cross_attention")
+@needs("cross_attention", "noncausal", "seed_shapes")
 def test_cross_attention(implementation, device, dtype):
     _check_attention(implementation, "cross_attention", inputs(dtype, device, *CROSS_INPUTS), "cross", dtype)
 
 
 @clause("GOLD-CROSS")
-@needs("cross_attention.causal")
+@needs("cross_attention.causal", "seed_shapes")
 def test_causal_cross_attention(implementation, device, dtype):
     args = inputs(dtype, device, *CROSS_INPUTS)
     _check_attention(implementation, "cross_attention", args, "cross", dtype, causal=True)

@@ -51,7 +51,7 @@ def test_gradcheck_in_float64(implementation, device, data):
     arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
 
     def function(*args):
-        out = implementation.attention(case.function, *args)
+        out = implementation.attention(case.function, *args, causal=case.causal)
         return out.context if out.weights is None else (out.context, out.weights)
 
     with judged(case):
@@ -73,7 +73,7 @@ def test_gradients_match_the_reference(implementation, device, dtype, data):
     with judged(case):
         alpha = _forward_scale(case)
         arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
-        out = implementation.attention(case.function, *arguments)
+        out = implementation.attention(case.function, *arguments, causal=case.causal)
         generator = torch.Generator().manual_seed(case.problem.seed + 5)
         upstream = torch.randn(out.context.shape, generator=generator, dtype=torch.float64)
         try:
@@ -85,7 +85,7 @@ def test_gradients_match_the_reference(implementation, device, dtype, data):
             inputs = [a.detach().to("cpu", dtype_).requires_grad_() for a in case.arguments()]
             x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
             w_q, w_k, w_v = inputs[-3:]
-            context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, alpha=alpha)
+            context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, case.causal, alpha=alpha)
             return torch.autograd.grad((context * upstream.to(dtype_)).sum(), inputs)
 
         exact, plain = reference_grads(torch.float64), reference_grads(DTYPES[dtype])

@@ -19,7 +19,7 @@ from conformance.judge.assertions import (
 )
 from conformance.judge.blocking import judged, judged_step, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import Case, assert_outputs_match, expect_weights, fit_batch, fitted_weights_scale
+from conformance.judge.cases import Case, assert_outputs_match, expect_weights, fit_problem, fitted_weights_scale
 from conformance.judge.strategies import LARGE_LOGITS, problems, score_problems
 from conformance.judge.tolerance import Expected
 from conformance.teaching.diagnosis import scale_hint
@@ -35,23 +35,23 @@ def _dims(problem) -> dict[str, int]:
     return {"d_k": problem.d_k, "d_v": problem.d_v, "d_in": problem.d_in}
 
 
-def _fitted(weights: torch.Tensor, scores: torch.Tensor, d_k: int, dtype: str) -> Expected | None:
+def _fitted(weights: torch.Tensor, scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False) -> Expected | None:
     """The reference at the scale α that best explains the weights, or None when nothing can be fitted."""
     if weights.shape != scores.shape:
         return None
-    alpha = fitted_weights_scale(weights, scores, d_k)
-    return None if alpha is None else expect_weights(scores, d_k, dtype, alpha=alpha)
+    alpha = fitted_weights_scale(weights, scores, d_k, causal)
+    return None if alpha is None else expect_weights(scores, d_k, dtype, causal, alpha=alpha)
 
 
 def _check_scale(weights: torch.Tensor, expected: Expected, scores: torch.Tensor, d_k: int, dtype: str,
-                 dims: dict[str, int]) -> None:
+                 dims: dict[str, int], causal: bool = False) -> None:
     """weights = softmax(ω/√d_k); weights that are no softmax(α ω) at all are WEIGHTS-SOFTMAX's business."""
     try:
         assert_matches(weights, expected, "softmax(ω / √d_k)")
     except ClauseFailure as error:
         if not torch.isfinite(weights.detach().cpu()).all():
             prerequisite("WEIGHTS-STABLE", "the weights contain NaN or inf", str(error))
-        fitted = _fitted(weights, scores, d_k, dtype)
+        fitted = _fitted(weights, scores, d_k, dtype, causal)
         if fitted is None or not matches(weights, fitted):
             prerequisite("WEIGHTS-SOFTMAX", "the weights are not softmax(α·ω) over the keys for any scale α, "
                                             "so their scale cannot be judged", str(error))
@@ -59,13 +59,14 @@ def _check_scale(weights: torch.Tensor, expected: Expected, scores: torch.Tensor
         raise type(error)(f"{error}\n{hint}" if hint else str(error)) from None
 
 
-def _check_softmax_form(weights: torch.Tensor, expected: Expected, scores: torch.Tensor, d_k: int, dtype: str) -> None:
+def _check_softmax_form(weights: torch.Tensor, expected: Expected, scores: torch.Tensor, d_k: int, dtype: str,
+                        causal: bool = False) -> None:
     """weights are softmax(α ω) along the keys for some α > 0 (whether α = 1/√d_k is WEIGHTS-SCALE's business)."""
     if weights.shape != scores.shape:
         fail(f"weights have shape {tuple(weights.shape)}; the scores have {tuple(scores.shape)} (one row per query)")
     if matches(weights, expected):
         return
-    fitted = _fitted(weights, scores, d_k, dtype)
+    fitted = _fitted(weights, scores, d_k, dtype, causal)
     if fitted is not None and matches(weights, fitted):
         return
     got = weights.detach().to("cpu", torch.float64)
@@ -81,7 +82,7 @@ def _check_softmax_form(weights: torch.Tensor, expected: Expected, scores: torch
 
 def _step(implementation, problem, dtype, device):
     """Scores of a step problem and a call of attention_weights on them."""
-    problem = fit_batch(problem, implementation)
+    problem = fit_problem(problem, implementation)
     scores = problem.scores(DTYPES[dtype], device)
     return problem, scores, lambda s=scores: implementation.tensor("attention_weights", s, problem.d_k)
 
@@ -105,7 +106,7 @@ def test_attention_divides_by_sqrt_dk(implementation, device, dtype, problem):
     with judged(case):
         weights = case.run_checked().weights
         _check_scale(weights, case.expected().weights, _self_attention_scores(case), case.problem.d_k, dtype,
-                     _dims(case.problem))
+                     _dims(case.problem), case.causal)
 
 
 # -------------------------------------------------------------- softmax
@@ -126,7 +127,8 @@ def test_attention_weights_are_softmax_over_keys(implementation, device, dtype, 
     case = Case(implementation, problem, dtype, device)
     with judged(case):
         weights = case.run_checked().weights
-        _check_softmax_form(weights, case.expected().weights, _self_attention_scores(case), case.problem.d_k, dtype)
+        _check_softmax_form(weights, case.expected().weights, _self_attention_scores(case), case.problem.d_k, dtype,
+                            case.causal)
 
 
 # ---------------------------------------------------------- probability

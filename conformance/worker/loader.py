@@ -9,6 +9,14 @@ Accepted targets:
   path/to/package           a directory with __init__.py (write ./package for one
                             in the current directory: a bare name is a module)
   path/to/file.py:ADAPTER   an attribute of a file
+  torch.nn.functional:scaled_dot_product_attention
+                            a single function: the kernel section's
+                            attention(q, k, v, ...)
+
+The module name `impl` (also the default target) always means the suite's bundled
+reference implementation. Where something else would be imported under that name
+(an impl.py or impl/ in the current folder), the target is refused as ambiguous,
+with the path to write for either meaning: a path always means a file.
 
 Standard library only: the worker shim loads it by path, and the judge uses
 parse_target to tell paths from module names.
@@ -17,12 +25,20 @@ parse_target to tell paths from module names.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
+import os
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+
+# the bundled reference implementation: the package `impl` next to conformance/ (loader.py is conformance/worker/)
+REFERENCE = "impl"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / REFERENCE
 
 
 class LoadError(RuntimeError):
@@ -87,7 +103,38 @@ def _import_path(path: Path) -> ModuleType:
     return module
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would write it for --impl: ./impl.py for one in the current folder."""
+    try:
+        return "./" + path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_reference(name: str) -> None:
+    """Refuse `impl` where it would import something other than the bundled reference (a user's impl.py)."""
+    if name.partition(".")[0] != REFERENCE or not (REFERENCE_DIR / "__init__.py").is_file():
+        return
+    # what the import would find on sys.path, the current folder first (`python -m` and the worker put it there)
+    found = importlib.machinery.PathFinder.find_spec(REFERENCE, [os.getcwd(), *sys.path])
+    if found is None:
+        return
+    if found.origin and found.has_location:
+        origin = Path(found.origin).resolve()
+    else:  # a folder without __init__.py: a namespace package, which would hide the reference too
+        origin = Path(next(iter(found.submodule_search_locations or []), REFERENCE_DIR)).resolve() / "__init__.py"
+    if origin.is_relative_to(REFERENCE_DIR.resolve()):
+        return
+    yours = origin.parent if origin.name == "__init__.py" else origin
+    raise LoadError(
+        f"{name!r} is ambiguous here: the module name {REFERENCE!r} (also the default --impl) means the bundled "
+        f"reference implementation, but {yours} would be imported under that name. To check your file, give its "
+        f"path: --impl {_shown(yours)}; to check the reference, --impl {REFERENCE_DIR}"
+    )
+
+
 def _import_module(name: str) -> ModuleType:
+    _check_reference(name)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
@@ -115,4 +162,15 @@ def load_target(text: str) -> tuple[object, str]:
             namespace = namespace()
         except Exception as error:
             raise LoadError(f"creating {target.attribute}() failed: {short_traceback(error)}") from None
+    elif isinstance(namespace, (types.FunctionType, types.BuiltinFunctionType)):
+        namespace = _kernel(namespace)
     return namespace, text
+
+
+def _kernel(function) -> types.SimpleNamespace:
+    """A single function is the kernel section's attention(q, k, v, ...), e.g.
+    torch.nn.functional:scaled_dot_product_attention. It has no module to declare CAPABILITIES in: it
+    may carry them as an attribute; by default it returns the context alone (no weights)."""
+    declared = getattr(function, "CAPABILITIES", None)
+    return types.SimpleNamespace(attention=function,
+                                 CAPABILITIES=declared if declared is not None else {"returns_weights": False})

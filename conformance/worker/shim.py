@@ -17,6 +17,11 @@ Life of a worker:
 Requests (plain data, see wire.py): call (function, args, kwargs) -> result,
 the inputs as they are after the call, whether the outputs carry gradients;
 vjp (the same call plus cotangents) -> gradients of the inputs.
+
+The implementation gets and returns the arrays its CAPABILITIES['array']
+names: torch tensors, numpy arrays or jax arrays. jax is never imported by
+the worker itself before the target is (a template stays torch and numpy
+only): only a worker whose implementation declares jax sets it up.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 import signal
 import socket
 import sys
@@ -94,17 +100,23 @@ class Worker:
         try:
             namespace, name = loader.load_target(self.config["target"])
         except loader.LoadError as error:
-            return {"ok": False, "error": str(error)[:2000]}
+            return {"ok": False, "error": wire.explain_load_error(str(error))[:2000]}
         declared = getattr(namespace, "CAPABILITIES", None)
         document, buffers = wire.encode(declared)
         if buffers:
             document = {"$other": "CAPABILITIES holding arrays"}
-        if isinstance(declared, dict) and declared.get("array") == "numpy":
-            self.array = "numpy"
+        if isinstance(declared, dict) and declared.get("array") in ("numpy", "jax"):
+            self.array = declared["array"]
+        if self.array == "jax":
+            # imported here, never before: only a worker whose implementation declares jax pays for it
+            why = wire.start_jax()
+            if why:
+                return {"ok": False, "error": f"{name}: {why}"}
         functions = {}
         for function in self.config["functions"]:
             candidate = getattr(namespace, function, None)
-            if candidate is None:
+            # a package's submodule of that name (dave/attention.py) is not the function
+            if candidate is None or inspect.ismodule(candidate):
                 continue
             if not callable(candidate):
                 functions[function] = {"callable": False, "type": type(candidate).__name__}
@@ -177,9 +189,31 @@ class Worker:
 def _signature(function) -> dict:
     try:
         parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):  # builtins and C functions: the judge assumes any keyword is taken
-        return {"parameters": None, "varkw": True}
+    except (TypeError, ValueError):  # builtins and C functions: their docstring, else any keyword is assumed taken
+        return _documented_signature(function) or {"parameters": None, "varkw": True}
     return {"parameters": list(parameters), "varkw": any(p.kind is p.VAR_KEYWORD for p in parameters.values())}
+
+
+def _documented_signature(function) -> dict | None:
+    """Parameter names from a builtin's docstring, where torch's C functions state them
+    ("scaled_dot_product_attention(query, key, value, attn_mask=None, ...) -> Tensor")."""
+    name, doc = getattr(function, "__name__", ""), getattr(function, "__doc__", None)
+    if not isinstance(name, str) or not isinstance(doc, str) or not name:
+        return None
+    match = re.match(rf"\s*{re.escape(name)}\(([^)]*)\)", doc)
+    if not match:
+        return None
+    names, varkw = [], False
+    for part in match.group(1).split(","):
+        part = part.split("=")[0].split(":")[0].strip()
+        varkw = varkw or part.startswith("**")
+        part = part.lstrip("*")
+        if part in ("", "/"):
+            continue
+        if not part.isidentifier():
+            return None
+        names.append(part)
+    return {"parameters": names, "varkw": varkw}
 
 
 def _error(error: BaseException) -> dict:
@@ -329,6 +363,15 @@ def _enter_sandbox(worker: Worker, config: dict, box: dict, layers: dict[str, st
         module = sys.modules.get(name)
         if module is not None and getattr(module, "__file__", None):
             reads.append(os.path.dirname(os.path.dirname(module.__file__)))
+    # jax is imported after the sandbox is up (only by a jax implementation): where it would be found
+    # (find_spec reads directories, it imports nothing); usually the same site-packages as torch
+    for name in ("jax", "jaxlib"):
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin:
+            reads.append(os.path.dirname(os.path.dirname(found.origin)))
     record_violations(worker, box.get("protected_paths", []), box.get("protected_modules", []))
     # the scratch dir is handed over to the unprivileged user; what it must be able to read is the rest
     drop, why_not = sandbox.can_drop_to_nobody([p for p in reads[:5] if p] + [os.path.dirname(scratch)])

@@ -10,7 +10,14 @@ into WireError, so a worker can make the judge see wrong numbers, never run
 code.
 
 This module imports only the standard library at import time (numpy and
-torch when arrays are encoded or decoded): the worker shim loads it by path.
+torch when arrays are encoded or decoded, jax only in a worker whose
+implementation declares array="jax"): the worker shim loads it by path.
+
+jax arrays travel as kind "jax": a worker serving array="jax" decodes every
+array into jax and encodes the jax arrays it gets back; the judge, which never
+imports jax, rebuilds them as JaxArray (the values in a torch tensor, the kind
+kept so that it can tell a jax result from a numpy or torch one). Between jax
+and torch arrays go through DLPack (no copy on the CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from typing import Any
 
 HEADER = struct.Struct("<II")
@@ -25,8 +33,17 @@ LENGTH = struct.Struct("<Q")
 MAX_DOCUMENT = 64 * 2**20  # bytes of JSON in one frame
 MAX_FRAME = 2**30  # bytes of buffers in one frame
 
-# dtypes that may cross, by name; bfloat16 travels as torch only (numpy has none)
+# dtypes that may cross, by name; bfloat16 travels as torch or jax only (numpy has none)
 DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+KINDS = ("torch", "numpy", "jax")  # the array libraries an array may come from or be decoded into
+JAX_MISSING = "CAPABILITIES says array='jax' but jax is not installed: pip install jax"
+
+
+def explain_load_error(message: str) -> str:
+    """A load error, with what to install when the submission imports jax and jax is missing."""
+    if "No module named 'jax" in message:
+        return f"{message}; jax is not installed in this environment: pip install jax"
+    return message
 
 
 class WireError(ValueError):
@@ -109,6 +126,8 @@ def describe(value: object) -> str:
     """A short description of a value's type, for messages ("numpy array", "list", "Foo")."""
     kind = type(value)
     module = kind.__module__.split(".")[0]
+    if isinstance(value, JaxArray) or is_jax(value):
+        return f"jax array {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
     if module in ("numpy", "torch") and hasattr(value, "shape"):
         return f"{module} array {tuple(value.shape)} {value.dtype}"
     return kind.__name__
@@ -148,6 +167,8 @@ def _encode(value: Any, buffers: list[bytes], depth: int) -> Any:
             return {**meta, "scalar": True} if "$array" in meta else meta
         if isinstance(value, np.ndarray):
             return _encode_numpy(value, buffers)
+    if is_jax(value):
+        return _encode_jax(value, buffers)
     return {"$other": describe(value)}
 
 
@@ -179,6 +200,15 @@ def _encode_tensor(value: Any, buffers: list[bytes]) -> dict:
                 "device": device, "grad": bool(value.requires_grad)}
 
 
+def _encode_jax(value: Any, buffers: list[bytes]) -> dict:
+    try:
+        tensor = jax_to_torch(value)
+    except Exception as error:  # noqa: BLE001 - a tracer (returned from inside jit) or a deleted array
+        return {"$other": f"jax value that cannot be read as an array ({type(error).__name__})"}
+    meta = _encode_tensor(tensor, buffers)
+    return {**meta, "kind": "jax"} if "$array" in meta else meta
+
+
 def _encode_numpy(value: Any, buffers: list[bytes]) -> dict:
     import numpy as np
 
@@ -187,6 +217,87 @@ def _encode_numpy(value: Any, buffers: list[bytes]) -> dict:
     buffers.append(np.ascontiguousarray(value).tobytes())
     return {"$array": len(buffers) - 1, "kind": "numpy", "dtype": value.dtype.name, "shape": list(value.shape),
             "device": "cpu", "grad": False}
+
+
+# ---------------------------------------------------------------------------- jax
+def is_jax(value: object) -> bool:
+    """Whether value is a jax array; never imports jax (a jax array exists only once jax is imported)."""
+    jax = sys.modules.get("jax")
+    array = getattr(jax, "Array", None)
+    return isinstance(array, type) and isinstance(value, array)
+
+
+def start_jax() -> str:
+    """Import jax for an implementation that declares array="jax"; '' when ready, else why not.
+
+    64-bit mode is turned on whatever dtypes are claimed: token ids must be int64 (TOK-IDS) and
+    embed gets int64 ids, which jax would otherwise narrow to int32 without a word, as it would
+    float64 inputs to float32. It costs float32 code nothing: jax keeps the dtype of its arrays, and
+    Python numbers (weakly typed) do not widen them. Only the CPU is supported for now: the judge
+    sends and reads CPU arrays, so jax is kept off any accelerator it might find.
+    """
+    try:
+        import jax
+    except ImportError:
+        return JAX_MISSING
+    jax.config.update("jax_enable_x64", True)
+    try:
+        jax.config.update("jax_platforms", "cpu")
+    except Exception:  # noqa: BLE001 - a jax that has started its backends keeps them; arrays still come back
+        pass
+    return ""
+
+
+def torch_to_jax(tensor: Any) -> Any:
+    """A jax array with the tensor's values: through DLPack, sharing the CPU memory when aligned."""
+    import jax.numpy as jnp
+    import torch
+
+    plain = tensor.detach()  # DLPack refuses tensors that require gradients; jax does not take them anyway
+    try:
+        return jnp.from_dlpack(plain)
+    except (AttributeError, BufferError, RuntimeError, TypeError, ValueError):
+        # a jax whose DLPack import lacks this dtype or device: a host copy through numpy, bfloat16
+        # (which numpy only knows through jax's ml_dtypes) as its 16-bit pattern
+        host = plain.cpu()
+        if str(host.dtype) == "torch.bfloat16":
+            return jnp.asarray(host.view(torch.int16).numpy().view(jnp.bfloat16))
+        return jnp.asarray(host.numpy())
+
+
+def jax_to_torch(array: Any) -> Any:
+    """A torch tensor with the jax array's values: through DLPack, else a host copy through numpy."""
+    import torch
+
+    try:
+        return torch.from_dlpack(array)
+    except (AttributeError, BufferError, RuntimeError, TypeError, ValueError):
+        import numpy as np
+
+        # np.asarray raises for a tracer, which the caller reports; bfloat16 goes as its 16-bit pattern
+        host = np.asarray(array)
+        if host.dtype.name == "bfloat16":
+            return torch.from_numpy(host.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(np.array(host))
+
+
+class JaxArray:
+    """A jax array as the judge receives it: its values as a torch tensor, its kind remembered."""
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.tensor.dtype
+
+    def __repr__(self) -> str:  # the values too when they are few: failure messages quote results
+        values = f": {self.tensor.tolist()}" if self.tensor.numel() <= 16 else ""
+        return f"<{describe(self)}{values}>"
 
 
 class Opaque:
@@ -202,9 +313,10 @@ class Opaque:
 def decode(
     document: Any, buffers: list[bytes], array: str | None = None, devices: tuple[str, ...] = ("cpu",), grad: bool = False
 ) -> Any:
-    """Rebuild a value. Arrays become what they were sent as (torch tensor or numpy array), or all
-    numpy (array="numpy") / all torch (array="torch"), on the devices allowed; with grad, tensors
-    sent as requiring gradients require them again."""
+    """Rebuild a value. Arrays become what they were sent as (torch tensor, numpy array, JaxArray), or
+    all numpy (array="numpy") / all torch (array="torch") / all jax (array="jax", in a worker that
+    has called start_jax), on the devices allowed; with grad, tensors sent as requiring gradients
+    require them again."""
     return _decode(document, buffers, (array, devices, grad), 0)
 
 
@@ -246,7 +358,7 @@ def _decode_array(meta: dict, buffers: list[bytes], array: str | None, devices: 
     index, dtype, shape, kind = meta.get("$array"), meta.get("dtype"), meta.get("shape"), meta.get("kind")
     if not isinstance(index, int) or not 0 <= index < len(buffers):
         raise WireError("array refers to a missing buffer")
-    if dtype not in DTYPES or kind not in ("torch", "numpy"):
+    if dtype not in DTYPES or kind not in KINDS:
         raise WireError(f"array of unknown dtype {dtype!r} or kind {kind!r}")
     if not isinstance(shape, list) or len(shape) > 16 or not all(isinstance(n, int) and 0 <= n < 2**40 for n in shape):
         raise WireError(f"malformed shape {shape!r}")
@@ -269,8 +381,11 @@ def _decode_array(meta: dict, buffers: list[bytes], array: str | None, devices: 
     if target == "numpy" and dtype != "bfloat16":
         result = tensor.numpy()
         return result[()] if meta.get("scalar") else result
+    if array == "jax":  # a worker handing arrays to a jax implementation
+        return torch_to_jax(tensor)
     if device != "cpu":
         tensor = tensor.to(device)
     if grad and meta.get("grad") is True and tensor.is_floating_point():
         tensor.requires_grad_()
-    return tensor
+    # the judge keeps the kind of what a jax implementation returned (array=None): it checks it
+    return JaxArray(tensor) if target == "jax" else tensor
