@@ -165,8 +165,8 @@ class Case:
             if self.problem.kind == "concat" and exact.w_o is not None:
                 context_scale *= exact.w_o.abs().sum(dim=-1).max().item()
             self._memo[key] = Outputs(
-                context=_expect("context", ref_context, base_context, dtype, context_scale),
-                weights=_expect("weights", ref_weights, base_weights, dtype, s.weights),
+                context=expect_output("context", ref_context, base_context, dtype, context_scale),
+                weights=expect_output("weights", ref_weights, base_weights, dtype, s.weights),
             )
         return self._memo[key]
 
@@ -199,7 +199,9 @@ def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     return [None if t is None else t.detach().cpu() for t in tensors]
 
 
-def _expect(name: str, exact: torch.Tensor, plain: torch.Tensor, dtype: str, scale: float) -> Expected:
+def expect_output(name: str, exact: torch.Tensor, plain: torch.Tensor, dtype: str, scale: float) -> Expected:
+    """The policy's expectation of one output (float64 reference, plain same-dtype baseline); an input the
+    dtype cannot compute at all is not a fair example and is discarded."""
     try:
         return expected(name, exact, plain, dtype, scale)
     except OutOfRange:
@@ -209,13 +211,13 @@ def _expect(name: str, exact: torch.Tensor, plain: torch.Tensor, dtype: str, sca
 def expect_projection(x: torch.Tensor, weight: torch.Tensor, dtype: str) -> Expected:
     x64, w64 = oracle.upcast(x, weight)
     x_, w_ = _plain(x, weight)
-    return _expect("projection", oracle.project(x64, w64), oracle.project(x_, w_), dtype, dot_scale(x64, w64))
+    return expect_output("projection", oracle.project(x64, w64), oracle.project(x_, w_), dtype, dot_scale(x64, w64))
 
 
 def expect_scores(queries: torch.Tensor, keys: torch.Tensor, dtype: str) -> Expected:
     q64, k64 = oracle.upcast(queries, keys)
     q_, k_ = _plain(queries, keys)
-    return _expect("scores", oracle.scores(q64, k64), oracle.scores(q_, k_), dtype, dot_scale(q64, k64))
+    return expect_output("scores", oracle.scores(q64, k64), oracle.scores(q_, k_), dtype, dot_scale(q64, k64))
 
 
 def expect_weights(
@@ -226,7 +228,7 @@ def expect_weights(
     s_, m_ = _plain(scores, mask)
     factor = 1 / math.sqrt(d_k) if alpha is None else alpha
     scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) * factor
-    return _expect(
+    return expect_output(
         "weights",
         oracle.weights(s64, d_k, causal, m_, alpha),
         oracle.weights(s_, d_k, causal, m_, alpha),

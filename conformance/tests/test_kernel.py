@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from conformance.judge.adapter import Attention, Implementation
 from conformance.judge.assertions import ClauseFailure, assert_exactly_zero, assert_matches, check_shape, matches
 from conformance.judge.blocking import prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import Outputs, _expect, fit_problem
+from conformance.judge.cases import Outputs, expect_output, fit_problem
 from conformance.judge.strategies import KernelProblem, kernel_problems
 from conformance.judge.tolerance import dot_scale
 
@@ -64,14 +65,13 @@ class Call:
         weights_scale = 1.0 + dot_scale(q, k.repeat_interleave(group, dim=-3)) * alpha + bias
         context_scale = weights_scale * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
         return Outputs(
-            context=_expect("context", ref_context, base_context, self.dtype, context_scale),
-            weights=_expect("weights", ref_weights, base_weights, self.dtype, weights_scale),
+            context=expect_output("context", ref_context, base_context, self.dtype, context_scale),
+            weights=expect_output("weights", ref_weights, base_weights, self.dtype, weights_scale),
         )
 
     def plain(self) -> Call:
         """The same q, k, v with neither mask, causal nor scale, and every query head's own key/value head."""
-        twin = Call.__new__(Call)
-        twin.__dict__.update(self.__dict__)
+        twin = copy.copy(self)
         group = self.problem.heads // self.problem.kv_heads
         twin.k, twin.v = self.k.repeat_interleave(group, dim=-3), self.v.repeat_interleave(group, dim=-3)
         twin.problem = replace(self.problem, kv_heads=self.problem.heads)
