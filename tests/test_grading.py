@@ -45,9 +45,18 @@ def graded(tmp_path_factory) -> tuple[Path, dict[str, dict], str]:
         cwd=out.parent, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (out / "progress.txt").write_text(done.stderr)  # the progress lines (stderr; stdout has a line per student)
     with open(out / "summary.csv", newline="") as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     return out, rows, done.stdout
+
+
+def test_progress_is_plain_lines_in_a_log(graded):
+    out, rows, _ = graded
+    lines = [line for line in (out / "progress.txt").read_text().splitlines() if line.startswith("progress: ")]
+    total = len(rows)
+    assert len(lines) == total and lines[-1].startswith(f"progress: [{'#' * 24}] {total}/{total} students")
+    assert "left" in lines[0] and "\r" not in "".join(lines)  # an estimate, and nothing redrawn in a log
 
 
 def test_every_student_gets_a_row_and_reports(graded):

@@ -37,6 +37,7 @@ from conformance.cli import pytest_arguments
 from conformance.judge.profiles import PROFILES, bound_shrinking
 from conformance.judge.workers import ENV_SPIN, Template, signal_name
 from conformance.teaching.feedback import write
+from conformance.teaching.progress import Progress
 from conformance.teaching.rubric import RubricError, load_rubric
 
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
@@ -204,6 +205,8 @@ def grade(options: argparse.Namespace) -> list[Submission]:
 
 def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, template: str) -> list[Submission]:
     waiting, running, done = list(submissions), {}, []
+    progress, drawn = Progress(len(submissions)), time.monotonic()
+    progress.show()
     while waiting or running:
         while waiting and len(running) < options.jobs:
             submission = waiting.pop(0)
@@ -218,6 +221,9 @@ def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, 
             submission.pid = pid
             running[pid] = submission
         time.sleep(0.05)
+        if time.monotonic() - drawn >= 1.0:  # the elapsed time moves on while students run
+            progress.show()
+            drawn = time.monotonic()
         for pid, submission in list(running.items()):
             finished, status = os.waitpid(pid, os.WNOHANG)
             elapsed = time.perf_counter() - submission.started
@@ -235,8 +241,10 @@ def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, 
                 del running[pid]
                 done.append(submission)
                 row = submission.row
+                progress.clear()
                 print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
                       f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
+                progress.finished_one()
     done.sort(key=lambda s: s.student)
     # a submission that produced no report is out of the same maximum as the others
     maximum = max((s.row["max_score"] for s in done if s.row["max_score"] != ""), default="")
