@@ -140,6 +140,11 @@ class Implementation:
         return head, (link.printed if link else 0)
 
     @property
+    def load_notes(self) -> list[str]:
+        """What loading set aside (a notebook's cells that raised, its IPython lines), in words."""
+        return list(getattr(self.backend, "load_notes", []))
+
+    @property
     def violations(self) -> list[str]:
         return list(getattr(self.backend, "violations", []))
 
@@ -332,6 +337,7 @@ class RemoteBackend(Backend):
         self.forbidden_used: list[str] = []
         self.layers: dict[str, str] = {}
         self.output_head = ""
+        self.load_notes: list[str] = []  # what loading set aside: a notebook's failing cells, its IPython lines
         self._hello: dict | None = None
 
     def start(self) -> None:
@@ -371,6 +377,8 @@ class RemoteBackend(Backend):
                 raise LoadError(f"{self.violations[0]}") from None
             raise
         hello = self._hello
+        notes = hello.get("notes")
+        self.load_notes = [str(n)[:300] for n in notes[:50]] if isinstance(notes, list) else []
         try:
             declared = wire.decode(hello.get("capabilities"), [])
         except wire.WireError:
@@ -570,10 +578,13 @@ class LocalBackend(Backend):
     """The implementation imported into the judge's own process: for debugging trusted code (pdb)."""
 
     def __init__(self, target: str) -> None:
+        from conformance.worker import loader
+
         try:
             self.namespace, self.name = load_target(target)
         except LoadError as error:
             raise LoadError(wire.explain_load_error(str(error))) from None
+        self.load_notes = list(loader.notes)
 
     def hello(self) -> tuple[str, object, dict[str, Signature]]:
         import inspect

@@ -322,6 +322,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         forbidden=forbidden,
         tainted=frozenset(tainted),
         not_exercised=implementation.capabilities.constraints if implementation else [],
+        load_notes=implementation.load_notes if implementation else [],
     )
     reveal = config.getoption("reveal_hidden")
     outputs = {

@@ -58,12 +58,12 @@ class Submission:
 
 
 def discover(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(student, path) for every .py file and package directory; and the names of other entries."""
+    """(student, path) for every .py file, notebook and package directory; and the names of other entries."""
     found, ignored = [], []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith((".", "_")):
             continue
-        if entry.is_file() and entry.suffix == ".py":
+        if entry.is_file() and entry.suffix in (".py", ".ipynb"):
             found.append((entry.stem, entry))
         elif entry.is_dir() and (entry / "__init__.py").is_file():
             found.append((entry.name, entry))
@@ -191,7 +191,7 @@ def grade(options: argparse.Namespace) -> list[Submission]:
     folder, out = Path(options.submissions).resolve(), Path(options.out).resolve()
     found, ignored = discover(folder)
     if ignored:
-        print(f"ignoring {len(ignored)} entries that are neither .py files nor packages: {', '.join(ignored)}")
+        print(f"ignoring {len(ignored)} entries that are neither .py files, notebooks nor packages: {', '.join(ignored)}")
     submissions = [Submission(student, path, out / student) for student, path in found]
     if 2 * options.jobs > (os.cpu_count() or 1):  # judges sharing the CPUs sleep while their worker computes
         os.environ[ENV_SPIN] = "0"

@@ -51,6 +51,7 @@ class Outcome:
     forbidden: list[str] = field(default_factory=list)  # uses of helpers the course forbids, in words
     tainted: frozenset[str] = frozenset()  # functions whose tests earn nothing because of them
     not_exercised: list[str] = field(default_factory=list)  # what the declared restrictions leave unchecked
+    load_notes: list[str] = field(default_factory=list)  # what loading set aside (a notebook's failing cells)
 
     def __post_init__(self) -> None:
         self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
@@ -94,6 +95,7 @@ class Outcome:
         rows += [f"FORBIDDEN: {f}" for f in self.forbidden]
         if self.not_exercised:
             rows.append("not exercised, as declared in CAPABILITIES: " + "; ".join(self.not_exercised))
+        rows += [f"LOADING: {note}" for note in self.load_notes]
         if self.sandbox:
             rows.append("sandbox: " + "; ".join(f"{layer} {state}" for layer, state in self.sandbox.items()))
         rows.append(f"SCORE {earned:g} / {maximum:g}")
@@ -115,6 +117,7 @@ class Outcome:
             "forbidden": self.forbidden,
             "sandbox": self.sandbox,
             "not_exercised": self.not_exercised,
+            "load_notes": self.load_notes,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],
             "functions": sorted(self.rubric.functions),  # the rubric's scope; empty: the whole spec
             "clauses": [
@@ -161,6 +164,7 @@ class Outcome:
             summary.append(f"Not part of this assignment (out of scope): {', '.join(outside)}.")
         if self.not_exercised:
             summary.append("Not exercised, as declared: " + "; ".join(self.not_exercised) + ".")
+        summary += [f"Loading: {note}." for note in self.load_notes]
         summary += [f"Integrity: {v}" for v in self.violations]
         summary += [f"Course rule: {f}" for f in self.forbidden]
         summary += [d.sentence() for d in self.diagnoses]
@@ -180,6 +184,8 @@ class Outcome:
             lines += [f"**Integrity:** {violation}. The score is 0.", ""]
         for use in self.forbidden:
             lines += [f"**Course rule:** {use}; the checks that call it earn no points.", ""]
+        for note in self.load_notes:
+            lines += [f"**Loading:** {note}.", ""]
         if self.diagnoses:
             lines += ["## What went wrong", ""]
             lines += [f"- {d.sentence()}" for d in self.diagnoses

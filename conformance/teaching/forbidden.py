@@ -31,7 +31,27 @@ class Use:
 def _sources(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*.py") if p.is_file() and not p.is_symlink())
-    return [path] if path.is_file() and path.suffix == ".py" else []
+    return [path] if path.is_file() and path.suffix in (".py", ".ipynb") else []
+
+
+def _parse(source: Path) -> ast.Module:
+    """A source file's syntax tree; a notebook's code cells each parsed on their own (one that does not
+    compile leaves out only itself), then put one after the other."""
+    if source.suffix != ".ipynb":
+        return ast.parse(source.read_text(encoding="utf-8", errors="replace"))
+    from conformance.worker.loader import LoadError, notebook_cells
+
+    body: list[ast.stmt] = []
+    try:
+        cells = notebook_cells(source)
+    except LoadError:
+        cells = []
+    for cell in cells:
+        try:
+            body += ast.parse(cell.code).body
+        except SyntaxError:
+            continue
+    return ast.Module(body=body, type_ignores=[])
 
 
 def _dotted(node: ast.AST) -> str:
@@ -49,7 +69,7 @@ def scan(path: Path, forbidden: list[str], functions: list[str]) -> list[Use]:
     uses: list[Use] = []
     for source in _sources(Path(path)):
         try:
-            tree = ast.parse(source.read_text(encoding="utf-8", errors="replace"))
+            tree = _parse(source)
         except SyntaxError:
             continue
         owner: dict[int, str] = {}

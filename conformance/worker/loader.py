@@ -6,6 +6,8 @@ Accepted targets:
                             spec's functions as attributes; a class is
                             instantiated without arguments
   path/to/homework.py       a Python file (a student's submission)
+  path/to/homework.ipynb    a Jupyter notebook: its code cells run in order, each
+                            on its own (IPython lines and failing cells are noted)
   path/to/package           a directory with __init__.py (write ./package for one
                             in the current directory: a bare name is a module)
   path/to/file.py:ADAPTER   an attribute of a file
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 import traceback
@@ -62,7 +65,7 @@ def parse_target(text: str) -> Target:
     if len(base) == 1 and attribute[:1] in ("\\", "/"):
         base, attribute = text, ""
     dotted_name = all(part.isidentifier() for part in base.split("."))
-    looks_like_path = base.endswith(".py") or "/" in base or "\\" in base or not dotted_name
+    looks_like_path = base.endswith((".py", ".ipynb")) or "/" in base or "\\" in base or not dotted_name
     if looks_like_path:
         return Target(text, None, Path(base), attribute or None)
     return Target(text, base, None, attribute or None)
@@ -83,8 +86,10 @@ def _import_path(path: Path) -> ModuleType:
             raise LoadError(f"{path} is a directory without __init__.py; point --impl at a .py file or a package")
         name, location, search = path.name, init, [str(path)]
     elif path.is_file():
+        if path.suffix == ".ipynb":
+            return _import_notebook(path)
         if path.suffix != ".py":
-            raise LoadError(f"{path} is not a .py file")
+            raise LoadError(f"{path} is not a .py file, a notebook (.ipynb) or a package")
         name, location, search = path.stem, path, None
     else:
         raise LoadError(f"no such file or directory: {path}")
@@ -101,6 +106,116 @@ def _import_path(path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise LoadError(f"importing {path} failed: {short_traceback(error)}") from None
     return module
+
+
+# ------------------------------------------------------------------------------------------- notebooks
+CELL_SECONDS = 30.0  # one notebook cell's time limit while loading (a training loop left in a cell)
+notes: list[str] = []  # what loading the last target set aside (notebook cells and lines), for the report
+
+
+@dataclass(frozen=True)
+class Cell:
+    number: int  # 1-based position among all the notebook's cells, as it is scrolled
+    code: str  # the cell's Python, magics and shell lines removed
+    dropped: tuple[str, ...]  # the IPython lines removed (%magic, !shell, a %%cell magic's whole cell)
+
+
+def notebook_cells(path: Path) -> list[Cell]:
+    """The code cells of a Jupyter notebook (nbformat 4 JSON, read with the standard library: this runs
+    in the worker, which imports nothing else), IPython-only lines set aside."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise LoadError(f"{path} is not a readable notebook: {error}") from None
+    cells = document.get("cells") if isinstance(document, dict) else None
+    if not isinstance(cells, list):
+        raise LoadError(f"{path} has no list of cells: not a Jupyter notebook (nbformat 4)")
+    result = []
+    for number, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        if text.lstrip().startswith("%%"):  # a cell magic (%%time, %%bash): the whole cell is IPython's
+            result.append(Cell(number, "", (text.strip().splitlines()[0],)))
+            continue
+        kept, dropped = [], []
+        for line in text.splitlines():
+            if line.lstrip().startswith(("%", "!")):
+                dropped.append(line.strip())
+                kept.append("")  # keep the line numbers of the cell
+            else:
+                kept.append(line)
+        result.append(Cell(number, "\n".join(kept), tuple(dropped)))
+    return result
+
+
+def _cell_error(error: BaseException, notebook: str) -> str:
+    """'FileNotFoundError: ... (line 2)': where in the cell, not where in the loader."""
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(f"{notebook}, cell")]
+    if isinstance(error, SyntaxError) and error.lineno:
+        lines.append(error.lineno)
+    return f"{type(error).__name__}: {error}" + (f" (line {lines[-1]})" if lines else "")
+
+
+class _CellTimeout(BaseException):
+    """Raised in a notebook cell that runs past CELL_SECONDS (BaseException: `except Exception` in the cell
+    cannot swallow it)."""
+
+
+def _import_notebook(path: Path) -> ModuleType:
+    """Run a notebook's code cells in order, in one module, each on its own: a cell that raises, does not
+    compile or runs too long is noted by its number and the others still run, so the functions it does
+    define are graded."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
+    name = name if name.isidentifier() else f"notebook_{name}"
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    for cell in notebook_cells(path):
+        if cell.dropped:
+            shown = "; ".join(line[:60] for line in cell.dropped[:3]) + ("; ..." if len(cell.dropped) > 3 else "")
+            notes.append(f"cell {cell.number}: IPython lines not run ({shown})")
+        if not cell.code.strip():
+            continue
+        try:
+            code = compile(cell.code, f"{path.name}, cell {cell.number}", "exec")
+            with _cell_limit(CELL_SECONDS):
+                exec(code, module.__dict__)  # noqa: S102 - the submission's own code, in its worker
+        except _CellTimeout:
+            notes.append(f"cell {cell.number} ran longer than {CELL_SECONDS:g} s and was stopped; the other cells ran")
+        except BaseException as error:  # noqa: BLE001 - exit() in a cell too: the notebook goes on
+            notes.append(f"cell {cell.number} raised {_cell_error(error, path.name)}; the other cells ran")
+    return module
+
+
+class _cell_limit:
+    """A time limit on one cell (SIGALRM; only where it exists, in the main thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.previous = None
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum, frame):
+            raise _CellTimeout
+
+        self.previous = signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
 
 
 def _shown(path: Path) -> str:
@@ -150,6 +265,7 @@ def _import_module(name: str) -> ModuleType:
 def load_target(text: str) -> tuple[object, str]:
     """Import the target and return (namespace holding the functions, display name)."""
     target = parse_target(text)
+    notes.clear()
     module = _import_path(target.path) if target.path is not None else _import_module(target.module)
     if target.attribute is None:
         return module, text

@@ -113,17 +113,24 @@ class Worker:
             if why:
                 return {"ok": False, "error": f"{name}: {why}"}
         functions = {}
+        notebook = str(getattr(namespace, "__file__", "") or "").endswith(".ipynb")
         for function in self.config["functions"]:
             candidate = getattr(namespace, function, None)
             # a package's submodule of that name (dave/attention.py) is not the function
             if candidate is None or inspect.ismodule(candidate):
+                continue
+            if notebook and not inspect.isfunction(candidate):
+                # a notebook's globals are its variables too: the seed's own `embed = nn.Embedding(6, 16)`
+                loader.notes.append(f"{function} is a {type(candidate).__name__} in the notebook, not a function "
+                                    f"defined with def: not checked")
                 continue
             if not callable(candidate):
                 functions[function] = {"callable": False, "type": type(candidate).__name__}
                 continue
             self.functions[function] = candidate
             functions[function] = {"callable": True, **_signature(candidate)}
-        return {"ok": True, "name": name, "capabilities": document, "functions": functions}
+        notes = [str(note)[:300] for note in loader.notes[:50]]  # what loading set aside (notebook cells)
+        return {"ok": True, "name": name, "capabilities": document, "functions": functions, "notes": notes}
 
     # -------------------------------------------------------------- calls
     def arguments(self, document: dict, buffers: list[bytes]) -> tuple[list, dict]:
