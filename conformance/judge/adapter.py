@@ -260,9 +260,9 @@ class Implementation:
         function = "attention"
         kwargs: dict[str, Any] = {}
         if causal:
-            kwargs[self._parameter(function, "causal", "is_causal")] = True
+            kwargs[self.parameter_name(function, "causal", "is_causal")] = True
         if mask is not None:
-            kwargs[self._parameter(function, "mask", "attn_mask")] = mask
+            kwargs[self.parameter_name(function, "mask", "attn_mask")] = mask
         if scale is not None:
             kwargs["scale"] = scale
         parameters = self.signatures[function].parameters
@@ -277,7 +277,7 @@ class Implementation:
         context = self._from_impl(function, result[0])
         return Attention(context, None if result[1] is None else self._from_impl(function, result[1]))
 
-    def _parameter(self, function: str, *names: str) -> str:
+    def parameter_name(self, function: str, *names: str) -> str:
         """The first of the names the function's signature has (the spec's name when it cannot be told)."""
         parameters = self.signatures[function].parameters
         return next((n for n in names if parameters is not None and n in parameters), names[0])
