@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -51,7 +49,7 @@ from conformance.judge.workers import (
     plain_config,
 )
 from conformance.worker import wire
-from conformance.worker.loader import LoadError, load_target
+from conformance.worker.loader import LoadError, TimeLimit, load_target, time_limit
 
 PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds
@@ -258,17 +256,8 @@ class Implementation:
         """Call attention(q, k, v, ...) of the kernel section, under the names its signature uses (the spec's
         causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone."""
         function = "attention"
-        kwargs: dict[str, Any] = {}
-        if causal:
-            kwargs[self.parameter_name(function, "causal", "is_causal")] = True
-        if mask is not None:
-            kwargs[self.parameter_name(function, "mask", "attn_mask")] = mask
-        if scale is not None:
-            kwargs["scale"] = scale
-        parameters = self.signatures[function].parameters
-        if grouped and parameters is not None and "enable_gqa" in parameters:
-            kwargs["enable_gqa"] = True  # SDPA repeats the key/value heads only when asked
-        result = self.call(function, q, k, v, **kwargs)
+        result = self.call(function, q, k, v, **self.kernel_keywords(causal=causal, mask=mask, scale=scale,
+                                                                     grouped=grouped))
         if not isinstance(result, (tuple, list)):
             return Attention(self._from_impl(function, result), None)
         if len(result) != 2:
@@ -277,10 +266,25 @@ class Implementation:
         context = self._from_impl(function, result[0])
         return Attention(context, None if result[1] is None else self._from_impl(function, result[1]))
 
-    def parameter_name(self, function: str, *names: str) -> str:
-        """The first of the names the function's signature has (the spec's name when it cannot be told)."""
-        parameters = self.signatures[function].parameters
-        return next((n for n in names if parameters is not None and n in parameters), names[0])
+    def kernel_keywords(self, causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
+                        grouped: bool = False) -> dict[str, Any]:
+        """The keyword arguments of attention(q, k, v, ...) under the names its signature uses: the spec's
+        causal/mask or SDPA's is_causal/attn_mask, and SDPA's enable_gqa for grouped key/value heads."""
+        parameters = self.signatures["attention"].parameters or ()
+
+        def name(*names: str) -> str:  # the first the signature has; the spec's when it cannot be told
+            return next((n for n in names if n in parameters), names[0])
+
+        kwargs: dict[str, Any] = {}
+        if causal:
+            kwargs[name("causal", "is_causal")] = True
+        if mask is not None:
+            kwargs[name("mask", "attn_mask")] = mask
+        if scale is not None:
+            kwargs["scale"] = scale
+        if grouped and "enable_gqa" in parameters:
+            kwargs["enable_gqa"] = True  # SDPA repeats the key/value heads only when asked
+        return kwargs
 
     def __repr__(self) -> str:
         return f"Implementation({self.name!r})"
@@ -537,29 +541,6 @@ def _differentiable_call(backend: RemoteBackend, function: str, args: list, kwar
 
 
 # ------------------------------------------------------------------------------------ in process
-class _Timeout(BaseException):
-    """Raised by the alarm inside the implementation; BaseException so `except Exception` there cannot swallow it."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    # SIGALRM only exists on Unix and only works in the main thread; elsewhere calls run unlimited
-    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 class _CappedStream(io.TextIOBase):
     """A stdout/stderr stand-in that counts what is written."""
 
@@ -624,9 +605,9 @@ class LocalBackend(Backend):
         passed = [self._to_impl(v) for v in given]
         stream = _CappedStream()
         try:
-            with _time_limit(timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            with time_limit(timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 result = fn(*passed[: len(args)], **dict(zip(kwargs, passed[len(args):])))
-        except _Timeout:
+        except TimeLimit:
             raise WorkerTimeout(f"no answer within {timeout:g} s") from None
         except KeyboardInterrupt:
             raise

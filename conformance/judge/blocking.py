@@ -30,6 +30,7 @@ import torch
 from hypothesis import reject
 
 import spec
+from conformance.judge import oracle
 from conformance.judge.adapter import ImplementationError
 from conformance.judge.assertions import ClauseFailure, assert_matches, assert_rows_stochastic, matches
 from conformance.judge.cases import Case, expect_projection, expect_scores, shapes
@@ -402,7 +403,7 @@ def _causal_mask(case: Case) -> str | None:
         return None
     got = weights.detach().cpu()
     n_q, n_kv = case.problem.n_q, case.problem.n_kv
-    future = torch.ones(n_q, n_kv, dtype=torch.bool).triu(diagonal=1)
+    future = ~oracle.allowed(n_q, n_kv, True, None, "cpu")
     if tuple(got.shape[-2:]) != (n_q, n_kv):
         return None
     if ((got != 0) & future).any():

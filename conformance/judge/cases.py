@@ -325,7 +325,7 @@ def exercise(implementation: Implementation, problem: Problem, dtype: str, devic
     its own clauses.
     """
     problem = fit_problem(problem, implementation)
-    single = fit_problem(replace(problem, kind="self", n_kv=problem.n_q, d_in_kv=problem.d_in), implementation)
+    single = replace(problem, kind="self", n_kv=problem.n_q, d_in_kv=problem.d_in)
     kinds = {
         "self": single,
         "cross": problem if problem.kind == "cross" else replace(single, kind="cross"),

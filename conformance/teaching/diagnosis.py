@@ -236,13 +236,7 @@ def _as_declared(implementation, probe: Probe) -> Probe | None:
         grouped = k.shape[-3] != q.shape[-3]
         if grouped and not implementation.claims("grouped_kv_heads"):
             return None
-        names = {"causal": implementation.parameter_name("attention", "causal", "is_causal"),
-                 "mask": implementation.parameter_name("attention", "mask", "attn_mask")}
-        kwargs = {names.get(key, key): value for key, value in probe.kwargs.items()}
-        parameters = implementation.signatures["attention"].parameters
-        if grouped and parameters is not None and "enable_gqa" in parameters:
-            kwargs["enable_gqa"] = True
-        return replace(probe, kwargs=kwargs)
+        return replace(probe, kwargs=implementation.kernel_keywords(**probe.kwargs, grouped=grouped))
     if not implementation.capabilities.causal_only or probe.function not in ATTENTION_FUNCTIONS:
         return probe
     if not probe.kwargs.get("causal"):

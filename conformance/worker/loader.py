@@ -26,6 +26,7 @@ parse_target to tell paths from module names.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -34,6 +35,7 @@ import os
 import sys
 import traceback
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -158,11 +160,6 @@ def _cell_error(error: BaseException, notebook: str) -> str:
     return f"{type(error).__name__}: {error}" + (f" (line {lines[-1]})" if lines else "")
 
 
-class _CellTimeout(BaseException):
-    """Raised in a notebook cell that runs past CELL_SECONDS (BaseException: `except Exception` in the cell
-    cannot swallow it)."""
-
-
 def _import_notebook(path: Path) -> ModuleType:
     """Run a notebook's code cells in order, in one module, each on its own: a cell that raises, does not
     compile or runs too long is noted by its number and the others still run, so the functions it does
@@ -181,41 +178,41 @@ def _import_notebook(path: Path) -> ModuleType:
             continue
         try:
             code = compile(cell.code, f"{path.name}, cell {cell.number}", "exec")
-            with _cell_limit(CELL_SECONDS):
+            with time_limit(CELL_SECONDS):
                 exec(code, module.__dict__)  # noqa: S102 - the submission's own code, in its worker
-        except _CellTimeout:
+        except TimeLimit:
             notes.append(f"cell {cell.number} ran longer than {CELL_SECONDS:g} s and was stopped; the other cells ran")
         except BaseException as error:  # noqa: BLE001 - exit() in a cell too: the notebook goes on
             notes.append(f"cell {cell.number} raised {_cell_error(error, path.name)}; the other cells ran")
     return module
 
 
-class _cell_limit:
-    """A time limit on one cell (SIGALRM; only where it exists, in the main thread)."""
+class TimeLimit(BaseException):
+    """Raised inside code that runs past its time limit (BaseException: `except Exception` there cannot
+    swallow it)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.previous = None
 
-    def __enter__(self) -> None:
-        import signal
-        import threading
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TimeLimit in the code of the block after `seconds` (SIGALRM: on Unix, in the main thread;
+    elsewhere the block runs unlimited)."""
+    import signal
+    import threading
 
-        if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-            return
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-        def stop(signum, frame):
-            raise _CellTimeout
+    def stop(signum, frame):
+        raise TimeLimit
 
-        self.previous = signal.signal(signal.SIGALRM, stop)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        if self.previous is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _shown(path: Path) -> str:
