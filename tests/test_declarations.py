@@ -136,13 +136,15 @@ def test_sdpa_is_checked_as_it_is(suite):
 
 
 def test_failures_are_remembered_per_implementation(tmp_path):
-    """dev/thorough keep their example database per implementation: one's failures are not replayed on the next."""
+    """dev/thorough keep their example database per implementation: one's failures are not replayed on the next.
+    Also under a CI variable, where hypothesis' own default profile keeps no database (CI failed on that)."""
+    import os
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "conformance", "--profile", "dev", "-k", "kernel and scale", "--impl"]
     done = subprocess.run([*command, "conformance.teaching.mistakes:KernelIgnoresScale"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "true"})
     assert done.returncode == 1, done.stdout + done.stderr
     assert [p.name for p in (tmp_path / ".hypothesis" / "conformance").iterdir()] == [
         "conformance.teaching.mistakes_KernelIgnoresScale"

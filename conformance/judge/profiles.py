@@ -21,6 +21,9 @@ PROFILES = {
     "thorough": dict(max_examples=500, phases=_PHASES),
 }
 DEFAULT_PROFILE = "ci"
+# the profiles that remember failures, each implementation in its own .hypothesis/conformance/<target>; said
+# here, not inherited: under a CI variable hypothesis' own default profile has no database at all
+REMEMBERING = ("dev", "thorough")
 # (successful shrinks, seconds of shrinking) per failing test, instead of hypothesis' 500 and 300 s: a slow
 # submission must not spend its whole time limit shrinking; 30 shrinks already give small examples (the sample
 # class: every element a failure names has indices <= 11, as with 100 shrinks; unshrunk: up to 162)

@@ -38,7 +38,7 @@ from conformance.judge.adapter import (
     RemoteBackend,
 )
 from conformance.judge.assertions import ClauseFailure
-from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, bound_shrinking
+from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, REMEMBERING, bound_shrinking
 from conformance.judge.report import BLOCKED, Collector, TestRecord, skip_kind
 from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching.diagnosis import diagnose
@@ -111,7 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(f"conformance-{profile_name(config)}")
         bound_shrinking(profile_name(config))
-        _database_per_implementation(target_of(config))
+        if profile_name(config) in REMEMBERING:
+            _database_per_implementation(target_of(config))
     try:
         config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
     except RubricError as error:
@@ -124,14 +125,11 @@ def _database_per_implementation(target: str) -> None:
     """Profiles that remember failures (dev, thorough) keep them per implementation, in
     .hypothesis/conformance/<target>: a failure found for one implementation is not replayed against the
     next one checked from the same folder."""
-    current = settings()
-    if current.database is None:
-        return
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("._") or "implementation"
     path = Path(".hypothesis") / "conformance" / name[:100]
-    settings.register_profile("conformance-this-implementation", current, database=DirectoryBasedExampleDatabase(path))
+    settings.register_profile("conformance-this-implementation", settings(), database=DirectoryBasedExampleDatabase(path))
     settings.load_profile("conformance-this-implementation")
 
 
