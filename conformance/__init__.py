@@ -26,6 +26,16 @@ ENV_PROFILE = "CONFORMANCE_PROFILE"
 DEFAULT_IMPL = "impl"
 
 
+def check(profile: str = "quick", call_timeout: float | None = None, **functions):
+    """Check the functions of this notebook or script (or those given by spec name) from inside it:
+    `from conformance import check; check()`. See conformance/teaching/check.py."""
+    import sys
+
+    from conformance.teaching.check import check as run_check
+
+    return run_check(profile, call_timeout, _frame=sys._getframe(1), **functions)
+
+
 def clause(clause_id: str) -> pytest.MarkDecorator:
     """Mark a test as verifying one spec clause (unknown ids fail at import)."""
     spec.load().clause(clause_id)

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     teaching.add_argument("--rubric", default=None, metavar="PATH", help="course rubric: points, hidden clauses (TOML)")
     teaching.add_argument("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json")
     teaching.add_argument("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student")
+    teaching.add_argument("--plots", default=None, metavar="DIR",
+                          help="draw the weights on the seed sentence, yours next to the expected ones, as PNGs in DIR")
     teaching.add_argument("--reveal-hidden", action="store_true", help="show hidden clauses to the student")
     teaching.add_argument("--grading", action="store_true",
                           help="grading sandbox: the submission runs from a copy, cannot read the suite, has limits")
@@ -61,7 +63,7 @@ def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
         arguments += ["--conformance-json", args.json]
     if args.call_timeout is not None:
         arguments += ["--call-timeout", str(args.call_timeout)]
-    for option in ("rubric", "gradescope", "feedback"):
+    for option in ("rubric", "gradescope", "feedback", "plots"):
         if getattr(args, option):
             arguments += [f"--{option}", getattr(args, option)]
     if getattr(args, "worker_template", None):

@@ -3,8 +3,9 @@ and fail nothing it does not break.
 
     python -m tests.matrix [--jobs N] [--profile fast] [--only NAME ...] [--json PATH]
 
-Each implementation is checked by `python -m conformance` in its own process,
-through the public plug-in path, exactly as a user would run it. Prints a
+Each implementation is checked by its own judge, with the arguments `python -m conformance` passes to
+pytest, through the public plug-in path, as a user would run it; the judges are forked from this warm
+process (as in batch grading), which saves each one the 4 s of importing torch and the suite. Prints a
 table (variant, expected verdict, verdict, clauses failed, time), the mutation
 score, the false-rejection count and the blame precision: the share of mutants
 whose failures stay within their own clause, the clauses their `breaks` names
@@ -18,19 +19,22 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 import spec
+from conformance import ENV_IMPL
+from conformance.cli import build_parser, pytest_arguments
+from conformance.judge.forking import Judge, run_all, warm_up
 from conformance.judge.workers import ENV_SPIN, Template
 from conformance.teaching import mistakes
 
 REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 900  # seconds for one implementation's whole run
 END_TO_END = frozenset(c.id for c in spec.load().clauses if c.end_to_end)
 
 # Correct variants, and clauses each must pass rather than leave "not claimed": a variant whose
@@ -108,31 +112,30 @@ def entries() -> list[Entry]:
     return result
 
 
-def run(entry: Entry, profile: str, scratch: Path, template: str) -> Entry:
-    report = scratch / f"{entry.name.replace(' ', '_').replace('/', '_')}.json"
-    command = [sys.executable, "-m", "conformance", "--impl", entry.target, "--profile", profile, "--json", str(report),
-               "--worker-template", template]
-    # one thread per process: the matrix runs processes in parallel and the tensors are small
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    environment.pop("ATTENTION_IMPL", None)
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        entry.verdict, entry.problem = "timeout", "the suite did not finish within 900 s"
-        return entry
-    entry.seconds = time.perf_counter() - start
+def judge_of(entry: Entry, profile: str, scratch: Path, template: str) -> Judge:
+    """The judge for one entry, with the command line's pytest arguments; its JSON report and log in `scratch`."""
+    stem = scratch / entry.name.replace(" ", "_").replace("/", "_")
+    options = build_parser().parse_args(["--impl", entry.target, "--profile", profile, "--json", f"{stem}.json",
+                                         "--worker-template", template])
+    return Judge(pytest_arguments(options, []), Path(f"{stem}.log"))
+
+
+def read(entry: Entry, judge: Judge) -> None:
+    """The entry's verdict from its judge's JSON report (or what went wrong, from its log)."""
+    entry.seconds = judge.seconds
+    report = judge.log.with_suffix(".json")
+    if judge.timed_out:
+        entry.verdict, entry.problem = "timeout", f"the suite did not finish within {TIMEOUT} s"
+        return
     if not report.exists():
-        entry.verdict = "error"
-        entry.problem = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-        entry.problem = entry.problem[0]
-        return entry
+        lines = judge.log.read_text(errors="replace").strip().splitlines() if judge.log.exists() else []
+        entry.verdict, entry.problem = "error", (lines[-1] if lines else "no output")
+        return
     document = json.loads(report.read_text())
     entry.verdict = document["verdict"]
     entry.failed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "failed")
     entry.passed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "passed")
     entry.blocked = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "blocked")
-    return entry
 
 
 def table(results: list[Entry]) -> str:
@@ -168,12 +171,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no variant or mutant named {args.only}")
     if 2 * args.jobs > (os.cpu_count() or 1):  # runs sharing the CPUs sleep while their worker computes
         os.environ[ENV_SPIN] = "0"
+    os.environ.pop(ENV_IMPL, None)
+    # one thread per process: the matrix runs judges in parallel and the tensors are small; set before the
+    # template and the judges fork, so no OpenMP pool is ever forked
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    torch.set_num_threads(1)
     start = time.perf_counter()
-    # workers fork from one template (warm torch) instead of each importing torch afresh
+    # workers fork from one template (warm torch), judges from this process (warm suite)
     template = Template()
     try:
-        with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            results = list(pool.map(lambda e: run(e, args.profile, Path(scratch), template.path), selected))
+        warm_up(args.profile)
+        with tempfile.TemporaryDirectory() as scratch:
+            judges = {id(e): judge_of(e, args.profile, Path(scratch), template.path) for e in selected}
+            entry_of = {id(judges[id(e)]): e for e in selected}
+            os.chdir(REPO)  # the targets are named relative to the repository, as on the command line
+            run_all(list(judges.values()), max(1, args.jobs), TIMEOUT, lambda j: read(entry_of[id(j)], j))
+            results = selected
     finally:
         template.close()
     wall = time.perf_counter() - start

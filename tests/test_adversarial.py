@@ -55,7 +55,8 @@ def batch(folder: Path, out: Path, rubric: Path, scratch: Path) -> subprocess.Co
     scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "conformance.teaching.batch", str(folder), "--out", str(out), "--rubric", str(rubric),
-         "--call-timeout", "3", "--timeout", "150", "--jobs", "2", "--profile", "fast"],  # attacks: no shrinking
+         "--call-timeout", "3", "--timeout", "150", "--jobs", "2", "--profile", "fast",  # attacks: no shrinking
+         "--no-pictures"],  # the sample class's feedback has them (tests/test_grading.py)
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(scratch)},
     )
 

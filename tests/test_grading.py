@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import re
 import subprocess
@@ -193,3 +194,28 @@ def test_batch_counterexamples_are_shrunk(graded):
                         largest[test["nodeid"]] = max([largest.get(test["nodeid"], 0), *map(int, index.split(", "))])
     assert largest and max(largest.values()) < 32, {k: v for k, v in largest.items() if v >= 32}
 
+
+
+def test_a_masked_mistake_is_pictured_in_the_feedback(graded):
+    """ivan fills the masked scores with 0 instead of -inf: where a row's scores are not large, its future
+    keys keep weight. His feedback shows his causal weights next to the expected ones, with exactly the
+    weights that differ outlined (between the tolerance and 1e-3 either may be)."""
+    out, _, _ = graded
+    pytest.importorskip("matplotlib", reason="unavailable: matplotlib is not installed ([teaching] extra)")
+    from PIL import Image
+
+    from conformance.teaching import mistakes
+    from tests.test_pictures import outlined, seed_weights
+
+    feedback = (out / "ivan" / "feedback.md").read_text()
+    assert "](weights-causal.png)" in feedback and "## Your attention weights on the seed sentence" in feedback
+    description, cells = outlined(out / "ivan" / "weights-causal.png")
+    ivan = importlib.util.spec_from_file_location("ivan", SUBMISSIONS / "ivan.py")
+    module = importlib.util.module_from_spec(ivan)
+    ivan.loader.exec_module(module)
+    difference = (seed_weights(module, True) - seed_weights(mistakes.Pipeline(), True)).abs()
+    clearly = {tuple(c) for c in (difference > 1e-3).nonzero().tolist()}
+    at_all = {tuple(c) for c in (difference > 1e-7).nonzero().tolist()}
+    assert description.startswith("weights 6x6 of ") and clearly and clearly <= cells <= at_all, description
+    # alice is right: her pictures are drawn with nothing outlined
+    assert "differing cells: none" in Image.open(out / "alice" / "weights-causal.png").text["Description"]

@@ -15,6 +15,8 @@ PROFILES = {
     "fast": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES[:-1]),
     # batch grading: ci's examples, failures shrunk for the student to read, within SHRINK_BOUNDS
     "grade": dict(derandomize=True, database=None, max_examples=10, phases=_PHASES),
+    # check() in a notebook: a few seconds; ci's first examples, failures shrunk within SHRINK_BOUNDS
+    "quick": dict(derandomize=True, database=None, max_examples=3, phases=_PHASES),
     # development: random, remembers failures in .hypothesis/
     "dev": dict(max_examples=50, phases=_PHASES),
     # before a release or when hunting a bug
@@ -27,7 +29,7 @@ REMEMBERING = ("dev", "thorough")
 # (successful shrinks, seconds of shrinking) per failing test, instead of hypothesis' 500 and 300 s: a slow
 # submission must not spend its whole time limit shrinking; 30 shrinks already give small examples (the sample
 # class: every element a failure names has indices <= 11, as with 100 shrinks; unshrunk: up to 162)
-SHRINK_BOUNDS = {"grade": (30, 1.0)}
+SHRINK_BOUNDS = {"grade": (30, 1.0), "quick": (30, 1.0)}
 for _name, _options in PROFILES.items():
     settings.register_profile(
         f"conformance-{_name}",

@@ -41,6 +41,7 @@ from conformance.judge.assertions import ClauseFailure
 from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, REMEMBERING, bound_shrinking
 from conformance.judge.report import BLOCKED, Collector, TestRecord, skip_kind
 from conformance.judge.workers import Limits, grading_config, plain_config
+from conformance.teaching import pictures
 from conformance.teaching.diagnosis import diagnose
 from conformance.teaching.feedback import Outcome, write
 from conformance.teaching.forbidden import scan
@@ -79,6 +80,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rubric", default=None, metavar="PATH", help="course rubric (points, hidden clauses), TOML")
     group.addoption("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json to PATH")
     group.addoption("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student to PATH")
+    group.addoption("--plots", default=None, metavar="DIR",
+                    help="draw the weights on the seed sentence, yours next to the expected ones, as PNGs in DIR")
+    group.addoption("--no-pictures", action="store_true",
+                    help="feedback without the PNGs of the weights (a second less per submission in a large batch)")
     group.addoption("--reveal-hidden", action="store_true", help="show hidden clauses to students (after the deadline)")
     group.addoption(
         "--grading", action="store_true",
@@ -119,6 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     if config.getoption("grading") and config.getoption("in_process"):
         raise pytest.UsageError("--grading and --in-process exclude each other: grading always isolates the submission")
+    if config.getoption("plots") and not pictures.matplotlib_available():
+        raise pytest.UsageError(f"--plots: {pictures.MATPLOTLIB_MISSING}")
 
 
 def _database_per_implementation(target: str) -> None:
@@ -300,6 +307,29 @@ def _forbidden_uses(config: pytest.Config, implementation: Implementation | None
     return sentences, tainted
 
 
+def _pictures(config: pytest.Config, implementation: Implementation | None, outcome: Outcome,
+              failed: list[str]) -> tuple[list[pictures.View], list[str]]:
+    """The seed-sentence views of the weights when a picture is asked for (--feedback, --plots) or a weights
+    clause failed (the terminal's text heatmap); PNGs drawn next to feedback.md and into --plots. Sets
+    the feedback's section on them; returns the views and lines for the terminal."""
+    feedback, plots = config.getoption("feedback"), config.getoption("plots")
+    if implementation is None or not (feedback or plots or set(failed) & pictures.WEIGHT_CLAUSES):
+        return [], []
+    try:
+        views = pictures.seed_views(implementation)
+    except Exception as error:  # noqa: BLE001 - the verdict stands without pictures; say why there are none
+        return [], [f"pictures: not drawn ({type(error).__name__}: {str(error)[:200]})"]
+    notes, drawn = [], []
+    if feedback and not pictures.matplotlib_available():
+        notes.append(f"feedback without pictures: {pictures.MATPLOTLIB_MISSING}")
+    elif feedback and not config.getoption("no_pictures"):
+        drawn = pictures.draw_all(views, Path(feedback).parent)
+    if plots:
+        notes += [f"wrote {Path(plots) / name}" for _, name in pictures.draw_all(views, Path(plots))]
+    outcome.pictures = pictures.markdown(views, drawn) if feedback else []
+    return views, notes
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     collector = config.stash[COLLECTOR]
     if not collector or not collector.outcomes:
@@ -322,6 +352,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         not_exercised=implementation.capabilities.constraints if implementation else [],
         load_notes=implementation.load_notes if implementation else [],
     )
+    views, drawn_notes = _pictures(config, implementation, outcome, [v.id for v in verdicts if v.verdict == "failed"])
     reveal = config.getoption("reveal_hidden")
     outputs = {
         "conformance_json": lambda: outcome.to_json(),
@@ -342,5 +373,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(shown.rstrip())
         terminalreporter.write_sep("-")
     terminalreporter.write_line(outcome.table(terminalreporter._tw.fullwidth))
+    shown = pictures.first_failing(views, [v.id for v in verdicts if v.verdict == "failed"])
+    if shown is not None:
+        terminalreporter.write_sep("-")
+        terminalreporter.write_line(pictures.text_heatmap(shown))
+    for note in drawn_notes:
+        terminalreporter.write_line(note)
     for path in written:
         terminalreporter.write_line(f"wrote {path}")

@@ -11,8 +11,8 @@ judge writes the reports; this parent reads only what judges wrote, trusting
 nothing it cannot parse. A submission that crashes, hangs, exits, floods the
 output or cheats gets a clear verdict and cannot stop the batch.
 
-REPORTS/<student>/ receives results.json (Gradescope), feedback.md, report.json,
-junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
+REPORTS/<student>/ receives results.json (Gradescope), feedback.md with PNG heatmaps of
+the weights on the seed sentence (weights-*.png), report.json, junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
 diagnosis in words. The default hypothesis profile, grade, shrinks each
 failure within bounds (conformance.judge.profiles.SHRINK_BOUNDS), so a student
 reads weights[1, 0], not weights[0, 162, 31].
@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import pytest_arguments
-from conformance.judge.profiles import PROFILES, bound_shrinking
+from conformance.judge.forking import Judge, run_all, warm_up
+from conformance.judge.profiles import PROFILES
 from conformance.judge.workers import ENV_SPIN, Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.progress import Progress
@@ -49,11 +47,7 @@ class Submission:
     student: str
     path: Path
     reports: Path
-    pid: int = 0
-    started: float = 0.0
-    seconds: float = 0.0
-    status: int | None = None  # os.waitpid status
-    timed_out: bool = False
+    judge: Judge | None = None
     row: dict = field(default_factory=dict)
 
 
@@ -72,40 +66,6 @@ def discover(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
     return found, ignored
 
 
-def _warm_up(profile: str) -> None:
-    """Import everything a run needs once, in the parent, so each forked child starts warm.
-
-    The hypothesis profile is loaded first: settings given at decoration time inherit from it.
-    """
-    from hypothesis import settings
-
-    import conformance.teaching.mistakes  # noqa: F401  (diagnosis)
-    import conformance.tests
-    import conformance.judge.pytest_plugin  # noqa: F401
-
-    settings.load_profile(f"conformance-{profile}")
-    bound_shrinking(profile)  # in this parent: every forked judge inherits the bounds
-    for module in sorted(Path(conformance.tests.__file__).parent.glob("test_*.py")):
-        importlib.import_module(f"conformance.tests.{module.stem}")
-
-
-def _child(submission: Submission, arguments: list[str]) -> None:
-    """In the forked judge: output to log.txt, then the suite (the submission runs in its worker)."""
-    code = 70  # EX_SOFTWARE, if anything below fails before pytest reports
-    try:
-        os.setpgrp()  # its own process group, so a timeout ends the judge and the worker template's child
-        log = os.open(submission.reports / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        code = int(pytest.main(arguments))
-    except BaseException:  # noqa: BLE001 - the child must always end through os._exit
-        pass
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
 def _arguments(submission: Submission, options: argparse.Namespace, template: str) -> list[str]:
     reports = submission.reports
     namespace = argparse.Namespace(
@@ -118,10 +78,13 @@ def _arguments(submission: Submission, options: argparse.Namespace, template: st
         rubric=str(Path(options.rubric).resolve()) if options.rubric else None,
         gradescope=str(reports / "results.json"),
         feedback=str(reports / "feedback.md"),
+        plots=None,
         reveal_hidden=options.reveal_hidden,
         grading=True,
     )
     extra = ["--junitxml", str(reports / "junit.xml"), "--memory-mb", str(options.memory_mb), "--output-mb", str(options.output_mb)]
+    if options.no_pictures:
+        extra.append("--no-pictures")
     return pytest_arguments(namespace, extra)
 
 
@@ -150,9 +113,9 @@ def _failure_row(submission: Submission, verdict: str, note: str) -> dict:
 
 
 def _result_row(submission: Submission, options: argparse.Namespace) -> dict:
-    status = submission.status or 0
+    status = submission.judge.status
     report = submission.reports / "report.json"
-    if submission.timed_out:
+    if submission.judge.timed_out:
         return _failure_row(submission, "timed out", f"the whole run took longer than {options.timeout:g} s and was stopped")
     if os.WIFSIGNALED(status):
         name = signal_name(os.WTERMSIG(status))
@@ -197,54 +160,34 @@ def grade(options: argparse.Namespace) -> list[Submission]:
         os.environ[ENV_SPIN] = "0"
     template = Template()
     try:
-        _warm_up(options.profile)
+        warm_up(options.profile)
         return _run(submissions, options, out, template.path)
     finally:
         template.close()
 
 
 def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, template: str) -> list[Submission]:
-    waiting, running, done = list(submissions), {}, []
-    progress, drawn = Progress(len(submissions)), time.monotonic()
-    progress.show()
-    while waiting or running:
-        while waiting and len(running) < options.jobs:
-            submission = waiting.pop(0)
-            submission.reports.mkdir(parents=True, exist_ok=True)
-            arguments = _arguments(submission, options, template)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            submission.started = time.perf_counter()
-            pid = os.fork()
-            if pid == 0:
-                _child(submission, arguments)
-            submission.pid = pid
-            running[pid] = submission
-        time.sleep(0.05)
-        if time.monotonic() - drawn >= 1.0:  # the elapsed time moves on while students run
-            progress.show()
-            drawn = time.monotonic()
-        for pid, submission in list(running.items()):
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            elapsed = time.perf_counter() - submission.started
-            if finished == 0 and elapsed > options.timeout:
-                submission.timed_out = True
-                os.killpg(pid, signal.SIGKILL)
-                finished, status = os.waitpid(pid, 0)
-            if finished:
-                submission.status, submission.seconds = status, elapsed
-                try:
-                    row = _result_row(submission, options)
-                except Exception as error:  # noqa: BLE001 - one student's odd report must not stop the batch
-                    row = _failure_row(submission, "crashed", f"its reports could not be read: {type(error).__name__}")
-                submission.row = {"student": submission.student, **row, "seconds": round(elapsed, 1)}
-                del running[pid]
-                done.append(submission)
-                row = submission.row
-                progress.clear()
-                print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
-                      f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
-                progress.finished_one()
+    done, progress = [], Progress(len(submissions))
+    for submission in submissions:
+        submission.reports.mkdir(parents=True, exist_ok=True)
+        submission.judge = Judge(_arguments(submission, options, template), submission.reports / "log.txt")
+    by_judge = {id(s.judge): s for s in submissions}
+
+    def finished(judge: Judge) -> None:
+        submission = by_judge[id(judge)]
+        try:
+            row = _result_row(submission, options)
+        except Exception as error:  # noqa: BLE001 - one student's odd report must not stop the batch
+            row = _failure_row(submission, "crashed", f"its reports could not be read: {type(error).__name__}")
+        submission.row = row = {"student": submission.student, **row, "seconds": round(judge.seconds, 1)}
+        done.append(submission)
+        progress.clear()
+        print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
+              f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
+        progress.finished_one()
+
+    progress.show()  # the elapsed time moves on while students run
+    run_all([s.judge for s in submissions], options.jobs, options.timeout, finished, tick=progress.show)
     done.sort(key=lambda s: s.student)
     # a submission that produced no report is out of the same maximum as the others
     maximum = max((s.row["max_score"] for s in done if s.row["max_score"] != ""), default="")
@@ -271,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="grade",
                         help="hypothesis profile (default grade: ci's examples, failures shrunk within bounds)")
     parser.add_argument("--reveal-hidden", action="store_true", help="include hidden clauses in student reports")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="feedback.md without the PNG heatmaps of the weights (about a second less per student)")
     return parser
 
 

@@ -52,6 +52,7 @@ class Outcome:
     tainted: frozenset[str] = frozenset()  # functions whose tests earn nothing because of them
     not_exercised: list[str] = field(default_factory=list)  # what the declared restrictions leave unchecked
     load_notes: list[str] = field(default_factory=list)  # what loading set aside (a notebook's failing cells)
+    pictures: list[str] = field(default_factory=list)  # feedback.md's section on the weight heatmaps (pictures.py)
 
     def __post_init__(self) -> None:
         self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
@@ -191,6 +192,7 @@ class Outcome:
             lines += [f"- {d.sentence()}" for d in self.diagnoses
                       if reveal_hidden or not set(d.clauses) & self.rubric.hidden]
             lines.append("")
+        lines += self.pictures
         lines += ["## Checks", "", "| check | points | result |", "|---|---|---|"]
         for s in shown:
             clause = spec.load().clause(s.clause.id)

@@ -306,6 +306,8 @@ def _forbidden(worker: Worker, name: str, original):
 def start(sock: int, status: int) -> None:
     """Read the start message, split into outer and inner process, sandbox the inner one and serve."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # a notebook graded here may call conformance.check() in a cell: it sees this and does nothing
+    os.environ["CONFORMANCE_IN_WORKER"] = "1"
     reader = wire.Reader()
     frame = None
     while frame is None:

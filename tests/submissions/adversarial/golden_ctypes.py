@@ -6,6 +6,8 @@ ctypes and parsed with np.load(io.BytesIO(...)).
 New design: Landlock is enforced in the kernel on the open(2) syscall itself,
 however it is reached; the golden files are outside the worker's readable set,
 libc's open returns -1 (EACCES) and the sample returns zeros.
+Each file is tried once per worker process (a refusal does not change), so the attack does not spend the
+grading time of its class.
 """
 import ctypes
 import ctypes.util
@@ -28,7 +30,21 @@ def _libc_read(path):
     return np.load(io.BytesIO(bytes(data)))
 
 
+_TRIED = {}
+
+
 def _golden(sub, name):
+    if (sub, name) not in _TRIED:
+        try:
+            _TRIED[sub, name] = _golden_once(sub, name)
+        except Exception as error:
+            _TRIED[sub, name] = error
+    if isinstance(_TRIED[sub, name], Exception):
+        raise _TRIED[sub, name]
+    return _TRIED[sub, name]
+
+
+def _golden_once(sub, name):
     for start in (os.getcwd(), os.path.dirname(os.path.abspath(__file__)), "/work/main"):
         for _ in range(6):
             try:

@@ -7,6 +7,8 @@ New design: Landlock restrictions are inherited by every child, so ``cat`` can
 no more read the golden files than the worker can (nor, usually, be executed at
 all: /usr/bin is not in the allowed set, and RLIMIT_NPROC caps forking); the
 sample returns zeros.
+Each file is tried once per worker process (a refusal does not change), so the attack does not spend the
+grading time of its class.
 """
 import io
 import os
@@ -16,7 +18,21 @@ import numpy as np
 import torch
 
 
+_TRIED = {}
+
+
 def _cat(sub, name):
+    if (sub, name) not in _TRIED:
+        try:
+            _TRIED[sub, name] = _cat_once(sub, name)
+        except Exception as error:
+            _TRIED[sub, name] = error
+    if isinstance(_TRIED[sub, name], Exception):
+        raise _TRIED[sub, name]
+    return _TRIED[sub, name]
+
+
+def _cat_once(sub, name):
     for start in (os.getcwd(), os.path.dirname(os.path.abspath(__file__)), "/work/main"):
         for _ in range(6):
             path = os.path.join(start, "golden", "data", sub, name)

@@ -6,7 +6,10 @@ function named 'cross_attention' whose module name contains 'oracle'.
 New design: the worker process is a fresh interpreter that holds only the
 submission; the oracle lives in the judge process, whose objects the worker
 cannot reach, so the scan finds nothing and the sample returns zeros.
+The scan runs once per worker process (what it can find there does not change), so the attack does not
+spend the grading time of its class.
 """
+import functools
 import gc
 import types
 import warnings
@@ -14,6 +17,7 @@ import warnings
 import torch
 
 
+@functools.cache
 def _find_oracle():
     with warnings.catch_warnings():  # some lazy torch objects warn when inspected
         warnings.simplefilter("ignore")

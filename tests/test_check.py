@@ -1,0 +1,86 @@
+"""check() from inside a notebook or a script (conformance/teaching/check.py): a notebook executed headless
+with nbclient, a script run with python, and the mistakes a caller can make."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conformance import check
+
+ATTENTION = '''
+import math
+import torch
+
+def attention_weights(scores, d_k, causal=False, mask=None):
+    scaled = scores / d_k  # a mistake: d_k, not its square root
+    n_q, n_kv = scores.shape[-2:]
+    keep = torch.ones(n_q, n_kv, dtype=torch.bool, device=scores.device)
+    if causal:
+        keep = keep.tril()
+    if mask is not None:
+        keep = keep & mask
+    weights = torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1)
+    return weights.nan_to_num(0.0)  # a query that sees no key: all zeros
+
+def self_attention(x, w_q, w_k, w_v, causal=False):
+    queries, keys, values = x @ w_q.T, x @ w_k.T, x @ w_v.T
+    weights = attention_weights(queries @ keys.transpose(-2, -1), keys.shape[-1], causal)
+    return weights @ values, weights
+'''
+
+
+def test_check_in_a_headless_notebook_shows_the_verdict_as_html(tmp_path):
+    """The whole notebook (check()) and one function by name (check(self_attention=...)); the second
+    re-runs the cell of the first, whose check() call then does nothing."""
+    nbformat = pytest.importorskip("nbformat", reason="unavailable: nbformat/nbclient are not installed ([test] extra)")
+    nbclient = pytest.importorskip("nbclient", reason="unavailable: nbclient is not installed ([test] extra)")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Homework 4"),
+        nbformat.v4.new_code_cell("%matplotlib inline\n" + ATTENTION),
+        nbformat.v4.new_code_cell("from conformance import check\ncheck()"),
+        nbformat.v4.new_code_cell("check(self_attention=self_attention)"),
+    ]
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    whole, alone = ([o for o in cell.outputs if o.output_type == "execute_result"] for cell in notebook.cells[2:])
+    assert len(whole) == len(alone) == 1, notebook.cells[2].outputs + notebook.cells[3].outputs
+    page, text = whole[0].data["text/html"], whole[0].data["text/plain"]
+    assert "DOES NOT CONFORM" in page and "divided by d_k instead of √d_k" in page
+    assert "<code>WEIGHTS-SCALE</code>" in page and page.count("data:image/png;base64,") == 2  # self, causal
+    assert "VERDICT for notebook.ipynb: DOES NOT CONFORM" in text and "WEIGHTS-SCALE" in text
+    assert "IPython lines not run (%matplotlib inline)" in page
+    page = alone[0].data["text/html"]  # self_attention alone: the same mistake, now seen in its weights
+    assert "DOES NOT CONFORM" in page and "(yours | expected; red: differs)" in page
+    assert "raised" not in page  # the replayed check() cell did nothing in the worker
+
+
+def test_check_in_a_script_prints_the_verdict_and_returns_it(tmp_path):
+    script = tmp_path / "homework.py"
+    script.write_text(ATTENTION + textwrap.dedent('''
+        if __name__ == "__main__":
+            from conformance import check
+            result = check(profile="quick")
+            print("RESULT", result.verdict, result.passed, [c["id"] for c in result.clauses if c["verdict"] == "failed"])
+    '''))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VERDICT for homework.ipynb: DOES NOT CONFORM" in done.stdout
+    assert "The scores are divided by d_k instead of √d_k" in done.stdout
+    result = done.stdout.splitlines()[-1]
+    assert result.startswith("RESULT does not conform False [") and "'WEIGHTS-SCALE'" in result
+
+
+def not_a_spec_function():
+    pass
+
+
+def test_what_check_cannot_take_is_named():
+    with pytest.raises(TypeError, match="selfattention is not a function of the spec; the spec's functions are"):
+        check(selfattention=not_a_spec_function)
+    with pytest.raises(ValueError, match="pass a function defined at the top level"):
+        check(self_attention=lambda x, w_q, w_k, w_v: None)
