@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import golden
-from conformance.teaching import mistakes
+from conformance.teaching import mistakes, pictures
 from tests.conftest import REPO
 
 matplotlib = pytest.importorskip("matplotlib", reason="unavailable: matplotlib is not installed ([teaching] extra)")
@@ -78,3 +78,12 @@ def test_plots_without_matplotlib_is_a_clear_usage_error(tmp_path):
     done = subprocess.run([sys.executable, "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 4, done.stdout + done.stderr
     assert "--plots: pictures need matplotlib: pip install matplotlib" in done.stdout + done.stderr
+
+
+def test_a_clause_hidden_until_the_deadline_keeps_its_picture_from_the_students():
+    weights = torch.eye(2, dtype=torch.float64)
+    views = [pictures.View(key, key, ["a", "b"], weights, 1e-6, weights) for key in ("self", "causal", "head-0")]
+    assert [v.key for v in pictures.shown_to_students(views, frozenset({"GOLD-CAUSAL"}))] == ["self", "head-0"]
+    assert [v.key for v in pictures.shown_to_students(views, frozenset({"MH-HEADS"}))] == ["self", "causal"]
+    assert [v.key for v in pictures.shown_to_students(views, frozenset({"WEIGHTS-SCALE"}))] == ["causal", "head-0"]
+    assert pictures.shown_to_students(views, frozenset({"NUM-ACCURACY", "API-PURE"})) == views

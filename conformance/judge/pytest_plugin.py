@@ -320,13 +320,15 @@ def _pictures(config: pytest.Config, implementation: Implementation | None, outc
     except Exception as error:  # noqa: BLE001 - the verdict stands without pictures; say why there are none
         return [], [f"pictures: not drawn ({type(error).__name__}: {str(error)[:200]})"]
     notes, drawn = [], []
+    # feedback is the student's: no picture of what a clause hidden until the deadline checks
+    for_students = views if config.getoption("reveal_hidden") else pictures.shown_to_students(views, outcome.rubric.hidden)
     if feedback and not pictures.matplotlib_available():
         notes.append(f"feedback without pictures: {pictures.MATPLOTLIB_MISSING}")
     elif feedback and not config.getoption("no_pictures"):
-        drawn = pictures.draw_all(views, Path(feedback).parent)
-    if plots:
+        drawn = pictures.draw_all(for_students, Path(feedback).parent)
+    if plots:  # the teacher's (or the student's own) run
         notes += [f"wrote {Path(plots) / name}" for _, name in pictures.draw_all(views, Path(plots))]
-    outcome.pictures = pictures.markdown(views, drawn) if feedback else []
+    outcome.pictures = pictures.markdown(for_students, drawn) if feedback else []
     return views, notes
 
 

@@ -167,7 +167,8 @@ def _run(target: str, profile: str, call_timeout: float | None, scratch: Path) -
         command += ["--plots", str(plots)]
     environment = {k: v for k, v in os.environ.items() if k not in ("ATTENTION_IMPL", "MPLBACKEND")}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=scratch)
-    output = (done.stdout + done.stderr).replace(f"{scratch}{os.sep}", "")  # "notebook.ipynb", not a temporary path
+    # "notebook.ipynb", not a temporary path and the name of the object holding the named functions
+    output = (done.stdout + done.stderr).replace(f"{scratch}{os.sep}", "").replace(f".ipynb:{ALIAS}", ".ipynb")
     text = _verdict_text(output)
     if not report.is_file():  # it could not be loaded: the one-line reason is the result
         return CheckResult("cannot load", text=text or output.strip()[-2000:])

@@ -124,6 +124,20 @@ def seed_views(implementation) -> list[View]:
     return views
 
 
+def clauses_of(view: View) -> set[str]:
+    """The clauses whose result a view shows: a student must not see it while they are hidden."""
+    if view.key == "causal":
+        return CAUSAL_CLAUSES
+    if view.key.startswith("head"):
+        return HEAD_CLAUSES
+    return WEIGHT_CLAUSES - CAUSAL_CLAUSES - HEAD_CLAUSES
+
+
+def shown_to_students(views: list[View], hidden: set[str] | frozenset[str]) -> list[View]:
+    """The views that reveal nothing of the clauses the rubric hides until after the deadline."""
+    return [view for view in views if not clauses_of(view) & hidden]
+
+
 def first_failing(views: list[View], failed_clauses: list[str]) -> View | None:
     """The view that shows the first failed weights clause (in spec order), if it differs on the seed."""
     clauses = [c for c in failed_clauses if c in WEIGHT_CLAUSES]
