@@ -133,7 +133,11 @@ def read(entry: Entry, judge: Judge) -> None:
         lines = judge.log.read_text(errors="replace").strip().splitlines() if judge.log.exists() else []
         entry.verdict, entry.problem = "error", (lines[-1] if lines else "no output")
         return
-    document = json.loads(report.read_text())
+    try:
+        document = json.loads(report.read_text())
+    except ValueError as error:
+        entry.verdict, entry.problem = "error", f"unreadable report {report.name}: {error}"
+        return
     entry.verdict = document["verdict"]
     entry.failed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "failed")
     entry.passed = tuple(c["id"] for c in document["clauses"] if c["verdict"] == "passed")
