@@ -82,25 +82,21 @@ def leftover_processes(marker: str) -> list[str]:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
-    classroom, alone = root / "class", root / "alone"
+    classroom = root / "class"
     classroom.mkdir()
-    alone.mkdir()
     for sample in SAMPLES.glob("*.py"):
         shutil.copy(sample, classroom / sample.name)
     for student in HONEST:
         shutil.copy(REPO / "tests" / "submissions" / f"{student}.py", classroom / f"{student}.py")
-        shutil.copy(REPO / "tests" / "submissions" / f"{student}.py", alone / f"{student}.py")
     rubric = root / "course.toml"
     rubric.write_text(RUBRIC)
     before, classroom_before = protected(), digest(classroom)
     done = batch(classroom, root / "grades", rubric, root / "tmp")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    alone_done = batch(alone, root / "grades-alone", rubric, root / "tmp-alone")
-    assert alone_done.returncode == 0, alone_done.stdout[-3000:] + alone_done.stderr[-3000:]
     summary = (root / "grades" / "summary.csv").read_text()
     return {
         "root": root, "out": root / "grades", "rows": rows_of(root / "grades"),
-        "alone": rows_of(root / "grades-alone"), "before": before, "classroom": classroom,
+        "before": before, "classroom": classroom,
         "classroom_before": classroom_before, "summary": summary, "ended": time.monotonic(),
     }
 
@@ -120,8 +116,11 @@ def test_an_attack_with_no_attention_code_earns_at_most_half(graded, sample):
 
 @pytest.mark.parametrize("student", HONEST)
 def test_honest_classmates_keep_the_score_they_get_alone(graded, student):
-    assert graded["rows"][student]["score"] == graded["alone"][student]["score"]
-    assert graded["rows"][student]["verdict"] == graded["alone"][student]["verdict"] == "conforms"
+    """Next to the attacks, an honest student scores what the sample class records for them
+    (tests/submissions/EXPECTED.toml; tests/test_grading.py grades that class and checks it)."""
+    alone = tomllib.loads((REPO / "tests" / "submissions" / "EXPECTED.toml").read_text())[student]
+    assert float(graded["rows"][student]["score"]) == float(alone["score"])
+    assert graded["rows"][student]["verdict"] == "conforms"
 
 
 @pytest.mark.parametrize("sample", sorted(name for name, a in ATTACKS.items() if a["honest"]))
