@@ -11,8 +11,9 @@ judge writes the reports; this parent reads only what judges wrote, trusting
 nothing it cannot parse. A submission that crashes, hangs, exits, floods the
 output or cheats gets a clear verdict and cannot stop the batch.
 
-REPORTS/<student>/ receives results.json (Gradescope), feedback.md with PNG heatmaps of
-the weights on the seed sentence (weights-*.png), report.json, junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
+REPORTS/<student>/ receives results.json (Gradescope), feedback.md with PNG heatmaps
+of the weights on the seed sentence (weights-*.png; --no-pictures leaves them out),
+report.json, junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
 diagnosis in words. The default hypothesis profile, grade, shrinks each
 failure within bounds (conformance.judge.profiles.SHRINK_BOUNDS), so a student
 reads weights[1, 0], not weights[0, 162, 31].
