@@ -18,6 +18,7 @@ import base64
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -85,14 +86,17 @@ def check(profile: str = "quick", call_timeout: float | None = None, _frame: Fra
     if os.environ.get(IN_WORKER):  # this notebook is being checked or graded: its own check() is not part of it
         return CheckResult("not checked (a check() call inside the suite's worker)")
     import spec
+    from conformance.judge.profiles import PROFILES
 
+    if profile not in PROFILES:
+        raise ValueError(f"check(profile={profile!r}): choose one of {', '.join(sorted(PROFILES))}")
     unknown = sorted(set(functions) - set(spec.load().function_names))
     if unknown:
         raise TypeError(f"check(): {', '.join(unknown)} is not a function of the spec; the spec's functions are "
                         f"{', '.join(spec.load().function_names)}")
     frame = _frame or sys._getframe(1)
     namespace = frame.f_globals
-    cells = _cells_of(namespace)
+    cells, where = _cells_of(namespace)
     target_suffix = ""
     if functions:
         cells.append(_alias_cell(namespace, functions))
@@ -100,7 +104,7 @@ def check(profile: str = "quick", call_timeout: float | None = None, _frame: Fra
     with tempfile.TemporaryDirectory(prefix="conformance-check-") as scratch:
         notebook = Path(scratch) / f"{_name_of(namespace)}.ipynb"
         notebook.write_text(json.dumps(_notebook(cells)), encoding="utf-8")
-        result = _run(f"{notebook}{target_suffix}", profile, call_timeout, Path(scratch))
+        result = _run(f"{notebook}{target_suffix}", profile, call_timeout, Path(scratch), where)
     if not _in_ipython():
         print(result.text)  # a script shows nothing it returns
     return result
@@ -117,20 +121,22 @@ def _in_ipython() -> bool:
     return bool(shell and getattr(shell, "get_ipython", lambda: None)())
 
 
-def _cells_of(namespace: dict) -> list[str]:
+def _cells_of(namespace: dict) -> tuple[list[str], Callable[[int], str]]:
     """What the caller ran: IPython's cells in the order they ran (the current one, calling check(), left
-    out), else the source of the caller's file; first, the caller's folder on sys.path for its imports."""
+    out), else the source of the caller's file; first, the caller's folder on sys.path for its imports.
+    Also how to name cell k of that notebook to the caller (In [k-1]; the script's name)."""
     folder = Path(namespace.get("__file__") or os.getcwd()).resolve()
     folder = folder.parent if folder.is_file() else folder
     cells = [f"import sys as _sys\n_sys.path.insert(0, {str(folder)!r})\ndel _sys"]
     shell = _in_ipython() and sys.modules["IPython"].get_ipython()
     if shell and namespace is shell.user_ns:
-        return cells + [source for source in shell.history_manager.input_hist_raw[1:-1] if source.strip()]
+        # every input, empty ones too, so that cell k is In [k - 1]
+        return cells + list(shell.history_manager.input_hist_raw[1:-1]), lambda k: f"In [{k - 1}]"
     path = namespace.get("__file__")
     if not path or not Path(path).is_file():
         raise RuntimeError("check() finds the functions in a notebook (Jupyter, IPython) or a script file; "
                            "here there is neither: pass the path to python -m conformance --impl instead")
-    return cells + [Path(path).read_text(encoding="utf-8")]
+    return cells + [Path(path).read_text(encoding="utf-8")], lambda k: Path(path).name
 
 
 def _alias_cell(namespace: dict, functions: dict[str, Callable[..., Any]]) -> str:
@@ -156,7 +162,8 @@ def _notebook(cells: list[str]) -> dict:
     }
 
 
-def _run(target: str, profile: str, call_timeout: float | None, scratch: Path) -> CheckResult:
+def _run(target: str, profile: str, call_timeout: float | None, scratch: Path,
+         where: Callable[[int], str]) -> CheckResult:
     from conformance.teaching import pictures
 
     report, plots = scratch / "report.json", scratch / "plots"
@@ -169,6 +176,7 @@ def _run(target: str, profile: str, call_timeout: float | None, scratch: Path) -
     done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=scratch)
     # "notebook.ipynb", not a temporary path and the name of the object holding the named functions
     output = (done.stdout + done.stderr).replace(f"{scratch}{os.sep}", "").replace(f".ipynb:{ALIAS}", ".ipynb")
+    output = _caller_cells(output, where)
     text = _verdict_text(output)
     if not report.is_file():  # it could not be loaded: the one-line reason is the result
         return CheckResult("cannot load", text=text or output.strip()[-2000:])
@@ -179,11 +187,16 @@ def _run(target: str, profile: str, call_timeout: float | None, scratch: Path) -
         max_score=document["max_score"],
         clauses=document["clauses"],
         diagnoses=[d["sentence"] for d in document["diagnoses"]],
-        notes=[f"loading: {note}" for note in document["load_notes"]] + [
+        notes=[f"loading: {_caller_cells(note, where)}" for note in document["load_notes"]] + [
             f"not exercised: {note}" for note in document["not_exercised"]],
         text=text,
         pictures=_differing_pictures(plots),
     )
+
+
+def _caller_cells(text: str, where: Callable[[int], str]) -> str:
+    """The temporary notebook's "cell 3" as the caller knows it ("In [2]", "homework.py")."""
+    return re.sub(r"\bcell (\d+)\b", lambda match: where(int(match.group(1))), text)
 
 
 def _verdict_text(output: str) -> str:
