@@ -103,6 +103,19 @@ def test_what_cannot_be_graded_gets_a_zero_that_says_why(tmp_path, capsys, files
     assert results["score"] == 0 and says in results["output"], results
 
 
+def test_a_submission_that_does_not_load_gets_a_zero_with_the_loaders_reason(tmp_path, capsys):
+    root = tmp_path / "autograder"
+    (root / "submission").mkdir(parents=True)
+    (root / "submission" / "homework.py").write_text("def self_attention(x, w_q, w_k, w_v:\n    pass\n")
+    rubric = tmp_path / "course.toml"
+    rubric.write_text(RUBRIC)
+    assert autograder.run(root, rubric, "grade", None) == 0
+    results = json.loads((root / "results" / "results.json").read_text())
+    check_gradescope(results)
+    assert results["score"] == 0 and "cannot check implementation" in results["output"], results
+    assert "SyntaxError" in results["output"] and "homework.py" in results["output"], results
+
+
 def test_a_bad_rubric_is_refused_before_a_bundle_is_written(tmp_path):
     (tmp_path / "course.toml").write_text('[points]\nNO-SUCH-CLAUSE = 3\n')
     done = subprocess.run([sys.executable, "-m", "conformance.autograder", "--rubric", "course.toml"],

@@ -39,7 +39,7 @@ from conformance.judge.adapter import (
 )
 from conformance.judge.assertions import ClauseFailure
 from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, REMEMBERING, bound_shrinking
-from conformance.judge.report import BLOCKED, Collector, TestRecord, skip_kind
+from conformance.judge.report import BLOCKED, LOAD_FAILURE, Collector, TestRecord, skip_kind
 from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching import pictures
 from conformance.teaching.diagnosis import diagnose
@@ -169,7 +169,7 @@ def implementation_of(config: pytest.Config) -> Implementation:
             config.stash[BACKEND] = backend
             implementation = Implementation(backend, config.getoption("call_timeout"))
         except LoadError as error:
-            pytest.exit(f"cannot check implementation {target!r}: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+            pytest.exit(f"{LOAD_FAILURE} {target!r}: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
         implementation.name = target
         config.stash[IMPLEMENTATION] = implementation
     return config.stash[IMPLEMENTATION]
@@ -195,7 +195,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             config.stash[BACKEND] = _backend(config)
         except LoadError as error:
-            pytest.exit(f"cannot check implementation {target_of(config)!r}: {error}",
+            pytest.exit(f"{LOAD_FAILURE} {target_of(config)!r}: {error}",
                         returncode=pytest.ExitCode.USAGE_ERROR)
 
 

@@ -22,6 +22,14 @@ NOT_CLAIMED = "not claimed"
 UNAVAILABLE = "unavailable"
 BLOCKED = "blocked"
 VERDICT_ORDER = ("failed", BLOCKED, "passed", NOT_CLAIMED, UNAVAILABLE, "not run")
+LOAD_FAILURE = "cannot check implementation"  # how a run that could not load its implementation ends
+
+
+def load_failure(output: str) -> str:
+    """The one-line reason a run gave for not loading its implementation ("cannot check implementation
+    'x.py': ..."), from its output; '' if it gave none."""
+    lines = [line for line in output.splitlines() if LOAD_FAILURE in line]
+    return lines[-1][lines[-1].index(LOAD_FAILURE):].rstrip("! ") if lines else ""
 
 
 @dataclass

@@ -164,10 +164,10 @@ def run(root: Path, rubric: Path, profile: str, call_timeout: float | None) -> i
     done = subprocess.run(command, capture_output=True, text=True, cwd=root)
     print(done.stdout + done.stderr, flush=True)  # Gradescope shows this to the course staff
     if not results.is_file():
-        reasons = [line for line in (done.stdout + done.stderr).splitlines() if "cannot check implementation" in line]
-        reason = reasons[-1].split("cannot check implementation", 1)[1].lstrip(": ").rstrip("! ") if reasons else (
-            f"the grader ended with exit status {done.returncode} without a result")
-        _failure(results, reason)
+        from conformance.judge.report import load_failure
+
+        _failure(results, load_failure(done.stdout + done.stderr)
+                 or f"the grader ended with exit status {done.returncode} without a result")
     return 0
 
 

@@ -34,6 +34,7 @@ import pytest
 from conformance.cli import pytest_arguments
 from conformance.judge.forking import Judge, run_all, warm_up
 from conformance.judge.profiles import PROFILES
+from conformance.judge.report import load_failure
 from conformance.judge.workers import ENV_SPIN, Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.progress import Progress
@@ -97,9 +98,7 @@ def _load_error(submission: Submission) -> str:
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    marker = "cannot check implementation"
-    lines = [line for line in text.splitlines() if marker in line]
-    return lines[-1][lines[-1].index(marker):].rstrip("! ") if lines else ""
+    return load_failure(text)
 
 
 def _failure_row(submission: Submission, verdict: str, note: str) -> dict:

@@ -204,8 +204,9 @@ def _verdict_text(output: str) -> str:
     lines = output.splitlines()
     start = next((i for i, line in enumerate(lines) if "attention conformance:" in line), None)
     if start is None:
-        errors = [line for line in lines if "cannot check implementation" in line or line.startswith("ERROR")]
-        return "\n".join(errors[-3:])
+        from conformance.judge.report import load_failure
+
+        return load_failure(output) or "\n".join([line for line in lines if line.startswith("ERROR")][-3:])
     end = next((i for i in range(start, len(lines)) if "short test summary info" in lines[i]), len(lines))
     return "\n".join(line for line in lines[start + 1:end] if not line.startswith("wrote "))
 
