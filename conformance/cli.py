@@ -15,6 +15,7 @@ import pytest
 import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL, parts
 from conformance.judge.profiles import PROFILES
+from conformance.judge.secret import withheld
 from conformance.judge.workers import plain_config, prestart
 from conformance.teaching.rubric import RubricError, load_rubric
 
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     teaching.add_argument("--reveal-hidden", action="store_true", help="show hidden clauses to the student")
     teaching.add_argument("--grading", action="store_true",
                           help="grading sandbox: the submission runs from a copy, cannot read the suite, has limits")
-    parser.add_argument("--worker-template", default=None, metavar="SOCKET",
-                        help="fork the worker from this worker template (batch grading and the mutation matrix start one)")
+    parser.add_argument("--worker-template", default=None, metavar="FD",
+                        help="fork the worker from the worker template behind this inherited descriptor "
+                             "(batch grading and the mutation matrix start one)")
     parser.add_argument("--in-process", action="store_true",
                         help="debugging only: run the implementation inside the judge (pdb works; no isolation)")
     return parser
@@ -85,5 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         except RubricError:
             config = None  # the plugin reports the rubric's problem
         if config is not None:
-            prestart(config)
+            with withheld():  # the worker inherits this environment: never the course secret
+                prestart(config)
     return int(pytest.main(pytest_arguments(args, extra)))

@@ -40,7 +40,9 @@ def run_suite(tmp_path: Path, impl: str, *extra: str, env: dict | None = None, t
         command += ["--worker-template", template]
     environment = {**os.environ, **(env or {})}
     environment.pop("ATTENTION_IMPL", None)
-    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)
+    inherited = (int(template),) if template and "--grading" not in extra else ()
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout,
+                          pass_fds=inherited)
     document = json.loads(report.read_text()) if report.exists() else None
     return SuiteRun(done.returncode, done.stdout + done.stderr, document)
 
@@ -51,7 +53,7 @@ def template():
     from conformance.judge.workers import Template
 
     started = Template()
-    yield started.path
+    yield started.handle
     started.close()
 
 

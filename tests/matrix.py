@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warm_up(args.profile)
         with tempfile.TemporaryDirectory() as scratch:
-            judges = {id(e): judge_of(e, args.profile, Path(scratch), template.path) for e in selected}
+            judges = {id(e): judge_of(e, args.profile, Path(scratch), template.handle) for e in selected}
             entry_of = {id(judges[id(e)]): e for e in selected}
             os.chdir(REPO)  # the targets are named relative to the repository, as on the command line
             run_all(list(judges.values()), max(1, args.jobs), TIMEOUT, lambda j: read(entry_of[id(j)], j))

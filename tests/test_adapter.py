@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import os
+import sys
 import textwrap
 import time
 
@@ -9,7 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import conformance.judge.adapter as adapter
 from conformance.judge.adapter import PRINT_LIMIT, Implementation, ImplementationError
+from conformance.worker import wire
+from conformance.worker.loader import LoadError, discarded_output
+from tests.conftest import REPO
 
 HEADER = "import os, sys, time\nimport numpy as np\nimport torch\n"
 
@@ -233,3 +241,107 @@ def test_a_call_that_raises_after_writing_into_its_input_is_still_caught(make):
     with pytest.raises(ImplementationError, match="gave up"):
         implementation.tensor("attention_weights", torch.ones(2, 2), 4)
     assert implementation.last_call.mutated == ["argument 1"]
+
+
+# ---------------------------------------------------------------------------------- the worker's socket
+GARBAGE = """
+        import stat, struct
+
+        def garbage(document):
+            for fd in range(3, 256):  # the worker's socket, found as an attacker would
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.write(fd, struct.pack("<II", len(document), 0) + document)
+                except OSError:
+                    pass
+"""  # indented as the sources below: make() dedents the whole
+
+
+def test_a_malformed_frame_fails_its_call_at_once_and_a_fresh_worker_serves_the_next(make):
+    implementation = make(GARBAGE + """
+        def self_attention(x, w_q, w_k, w_v):
+            garbage(b"[1, 2, 3]")  # a frame, but no message: every message is a JSON object
+            time.sleep(60)  # the judge must not wait for this call's time limit
+
+        def project(x, w):
+            return x @ w.T
+    """, call_timeout=30.0)
+    for _ in range(2):  # not "hung": each call gets a fresh worker, and the same verdict
+        with pytest.raises(ImplementationError, match=r"self_attention: the worker sent a malformed message "
+                                                      r"\(frame holds a JSON list, not an object\); it was ended"):
+            implementation.attention("self_attention", *inputs())
+        assert implementation.tensor("project", torch.ones(2, 3), torch.ones(4, 3)).shape == (2, 4)
+
+
+def test_the_garbage_frames_sample_ends_its_load_at_once(template, monkeypatch):
+    """tests/submissions/adversarial/garbage_frames.py starts a frame at import and never finishes it (it does
+    nothing else, so it may run outside the sandbox). Were that not seen, the load would end with "no
+    answer within 30 s" instead."""
+    monkeypatch.setattr(adapter, "START_TIMEOUT", 30.0)
+    with pytest.raises(LoadError, match=r"while loading .*garbage_frames\.py, the worker sent a malformed message "
+                                        r"\(a frame stopped after \d+ bytes; none came for 2 s\); it was ended"):
+        Implementation.load(str(REPO / "tests" / "submissions" / "adversarial" / "garbage_frames.py"),
+                            template=template)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\xff\xff\xff\xff\x00\x00\x00\x00", "frame header announces 4294967295 bytes of JSON"),
+    (b"\x03\x00\x00\x00\x00\x00\x00\x00abc", "frame is not JSON"),
+    (b"\x01\x00\x00\x00\x00\x00\x00\x007", "frame holds a JSON int, not an object"),
+    (len(b"[" * 200_000).to_bytes(4, "little") + b"\x00" * 4 + b"[" * 200_000, "frame is not JSON"),  # too deep
+])
+def test_a_malformed_frame_is_a_frame_error(data, message):
+    reader = wire.Reader()
+    reader.feed(data)
+    with pytest.raises(wire.FrameError, match=message):
+        reader.frame()
+
+
+def test_a_started_frame_is_pending():
+    reader = wire.Reader()
+    reader.feed(b"\x02\x00\x00\x00\x00\x00\x00\x00{}" + b"\x09\x00")
+    assert reader.frame() == ({}, []) and reader.pending == 2 and reader.frame() is None
+
+
+# ---------------------------------------------------------------------------------- floods
+def test_a_function_that_flooded_is_charged_its_flood_on_later_calls(make):
+    """After one call past PRINT_LIMIT the judge asks the worker to discard the function's output (formatting
+    it was most of a flooding submission's grading time) and charges each later call the flood it counted."""
+    implementation = make("""
+        calls = []
+
+        def self_attention(x, w_q, w_k, w_v):
+            calls.append(1)
+            if len(calls) == 1:
+                os.write(1, b"y" * 300_000)
+            return torch.ones(1), torch.ones(1)
+    """)
+    implementation.attention("self_attention", *inputs())
+    flood = implementation.last_call.printed_bytes
+    implementation.attention("self_attention", *inputs())
+    assert flood >= 300_000 and implementation.last_call.printed_bytes == flood
+
+
+def test_discarded_output_formats_nothing_and_restores_everything(capfd):
+    """What the worker runs a flooded function's later calls in (conformance/worker/loader.py)."""
+    class Loud:
+        formatted = 0
+
+        def __str__(self) -> str:
+            Loud.formatted += 1
+            return "loud"
+
+    kept = io.StringIO()
+    printer, streams = builtins.print, (sys.stdout, sys.stderr)
+    print("before", flush=True)
+    with discarded_output():
+        print(Loud(), [Loud()] * 3)
+        print(Loud(), file=sys.stderr)
+        sys.stdout.write("written\n")
+        os.write(1, b"raw\n")
+        os.write(2, b"raw error\n")
+        print("kept", file=kept)  # a file of its own is not the output
+    print("after", flush=True)
+    assert Loud.formatted == 0 and kept.getvalue() == "kept\n"
+    assert (builtins.print, sys.stdout, sys.stderr) == (printer, *streams)
+    assert capfd.readouterr() == ("before\nafter\n", "")

@@ -66,6 +66,10 @@ def rows_of(out: Path) -> dict[str, dict]:
         return {row["student"]: row for row in csv.DictReader(handle)}
 
 
+# files the attacks write outside their scratch dir when they get out (see their docstrings)
+MARKERS = ("/tmp/adversarial-daemon-alive", "/tmp/adversarial-socket-escape")
+
+
 def leftover_processes(marker: str) -> list[str]:
     """Processes whose working directory is a grading scratch dir (a submission's, by construction)."""
     found = []
@@ -91,6 +95,8 @@ def graded(tmp_path_factory):
     rubric = root / "course.toml"
     rubric.write_text(RUBRIC)
     before, classroom_before = protected(), digest(classroom)
+    for marker in MARKERS:
+        Path(marker).unlink(missing_ok=True)
     done = batch(classroom, root / "grades", rubric, root / "tmp")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (root / "grades" / "summary.csv").read_text()
@@ -149,6 +155,27 @@ def test_no_process_outlives_its_grading_and_nothing_rewrites_the_summary(graded
     assert (graded["out"] / "summary.csv").read_text() == graded["summary"]
 
 
+def test_no_attack_left_a_mark_or_a_scratch_dir_or_a_group(graded):
+    from conformance.worker import cgroups
+
+    assert [m for m in MARKERS if Path(m).exists()] == []
+    # every scratch dir is removed, also those of workers killed at their time limit (disk_filler)
+    assert sorted(p.name for p in (graded["root"] / "tmp").iterdir() if p.name.startswith("attention-")) == []
+    groups = {parent for _, parent in cgroups._hierarchies().values()} if sys.platform.startswith("linux") else set()
+    assert [g for parent in groups if os.path.isdir(parent) for g in os.listdir(parent)
+            if g.startswith(cgroups.PREFIX)] == []
+
+
+def test_limits_bound_the_attacks_and_their_classmates_keep_their_scores(graded):
+    # the same zeros behind each attack: an attack that gained anything would stand out
+    same = {sample: graded["rows"][sample]["score"] for sample in
+            ("many_processes", "cpu_spinner", "socket_escape", "proc_snoop", "daemon_rewriter")}
+    assert len(set(same.values())) == 1, same
+    # the disk filler's hang ended at the call's time limit, not the run's
+    report = json.loads((graded["out"] / "disk_filler" / "report.json").read_text())
+    assert any("did not return within 3 s" in c["reason"] for c in report["clauses"])
+
+
 def test_a_classmates_source_never_reaches_the_feedback(graded):
     alice = (REPO / "tests" / "submissions" / "alice.py").read_text()
     secret = "Alice -- I implemented every function of the assignment."
@@ -176,6 +203,9 @@ def test_an_ignored_alarm_does_not_defeat_the_time_limit(graded):
 def test_the_report_says_which_sandbox_layers_were_active(graded):
     report = json.loads((graded["out"] / "alice" / "report.json").read_text())
     layers = report["sandbox"]
-    assert set(layers) >= {"landlock", "pid namespace", "network namespace", "rlimits", "unprivileged uid"}
+    assert set(layers) >= {"landlock", "pid namespace", "network namespace", "rlimits", "unprivileged uid",
+                           "mount namespace", "disk", "processes", "cpu", "cpu time", "memory"}
     assert layers["landlock"].startswith("active")
     assert all(state.startswith(("active", "inactive (")) for state in layers.values())
+    if os.geteuid() == 0:  # a root grader, as on CI: every layer is up
+        assert [f"{name}: {state}" for name, state in layers.items() if not state.startswith("active")] == []

@@ -55,14 +55,20 @@ def graded(tmp_path_factory) -> tuple[Path, dict[str, dict], str]:
 def test_progress_is_plain_lines_in_a_log(graded):
     out, rows, _ = graded
     lines = [line for line in (out / "progress.txt").read_text().splitlines() if line.startswith("progress: ")]
-    total = len(rows)
+    total = len(EXPECTED)  # the students graded; the folder's other entries take no time
     assert len(lines) == total and lines[-1].startswith(f"progress: [{'#' * 24}] {total}/{total} students")
     assert "left" in lines[0] and "\r" not in "".join(lines)  # an estimate, and nothing redrawn in a log
 
 
 def test_every_student_gets_a_row_and_reports(graded):
     out, rows, _ = graded
-    assert set(rows) == set(EXPECTED)
+    # the class folder's other entries get a row too, saying why they are not graded
+    others = {"README.md": "a .md file", "EXPECTED.toml": "a .toml file",
+              "adversarial": "folder without an __init__.py"}
+    assert set(rows) == set(EXPECTED) | set(others)
+    for entry, why in others.items():
+        assert rows[entry]["verdict"] == "cannot grade" and why in rows[entry]["note"], rows[entry]
+        assert rows[entry]["file"] == entry and float(rows[entry]["score"]) == 0
     for student in EXPECTED:
         check_gradescope(json.loads((out / student / "results.json").read_text()))
         assert (out / student / "feedback.md").read_text().startswith("# ")

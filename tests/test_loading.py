@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 
 from conformance.judge.adapter import Implementation
 from conformance.judge.capabilities import CapabilityError, parse
@@ -22,6 +24,44 @@ def test_targets_are_parsed_by_form(tmp_path):
     assert parse_target("pkg.mod:ADAPTER").attribute == "ADAPTER"
     assert parse_target("homework.py").path is not None
     assert parse_target(str(tmp_path)).path == tmp_path
+
+
+@pytest.mark.parametrize("name", ["hw3 (1).py", "homework-3.py", "élève.py", "hw3 10:30.py", "hw3 (1)", "C:\\hw.py"])
+def test_a_downloaded_file_name_is_a_path(name):
+    """Downloads name files `hw3 (1).py`; a colon is an attribute separator only before a name."""
+    target = parse_target(name)
+    assert (target.path, target.module, target.attribute) == (Path(name), None, None)
+    assert parse_target(f"/tmp/a:b/{name}:Adapter").path == Path(f"/tmp/a:b/{name}")
+
+
+BODY = """import torch
+
+def self_attention(x, w_q, w_k, w_v, causal=False):
+    q, k, v = x @ w_q.T, x @ w_k.T, x @ w_v.T
+    weights = torch.softmax(q @ k.T / k.shape[-1] ** 0.5, dim=-1)
+    return weights @ v, weights
+"""
+
+
+@pytest.mark.parametrize("name", ["hw3 (1).py", "homework-3.py", "élève.py", "3rd try.py", "torch.py", "hw3 (1)"])
+def test_a_submission_loads_by_its_path_whatever_its_name(tmp_path, template, name):
+    """Any file name loads, under a sanitized unique module name: torch.py must not replace the torch its own
+    `import torch` gets; a package ("hw3 (1)/", its relative import) too."""
+    if name.endswith(".py"):
+        path = write(tmp_path, name, BODY)
+    else:
+        path = tmp_path / name
+        path.mkdir()
+        write(path, "core.py", BODY)
+        write(path, "__init__.py", "from .core import self_attention\n")
+    implementation = Implementation.load(str(path), template=template)
+    try:
+        x, w_q, w_k, w_v = (torch.rand(4, 3), torch.rand(5, 3), torch.rand(5, 3), torch.rand(2, 3))
+        context, weights = implementation.attention("self_attention", x, w_q, w_k, w_v)
+        expected = torch.softmax((x @ w_q.T) @ (x @ w_k.T).T / 5 ** 0.5, dim=-1)
+        assert torch.allclose(weights, expected) and torch.allclose(context, expected @ (x @ w_v.T))
+    finally:
+        implementation.close()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ values, the tolerances or the report. The handle
 - sends the arguments and rebuilds plain tensors from the reply; anything
   else that comes back is reported by its type, never used;
 - records which inputs the call modified (the worker sends them back), how
-  much it printed (the judge counts the worker's pipes) and how long it took;
+  much it printed (the judge counts the worker's pipes; once a function has
+  printed past PRINT_LIMIT in one call, its later calls run with their output
+  discarded in the worker and are charged that count) and how long it took;
 - turns an exception, a hang (the worker is killed from outside and a fresh
   one started), exit(), a dead worker or an output of the wrong type into an
   ImplementationError whose message names the function and what happened;
@@ -218,6 +220,8 @@ class Implementation:
             ) from None
         except WorkerDied as error:
             raise ImplementationError(f"{function} ended the worker process ({error}): exit(), a crash or a limit") from None
+        except wire.FrameError as error:  # the worker was ended; the next call gets a fresh one
+            raise ImplementationError(f"{function}: {error}") from None
         except wire.WireError as error:
             raise ImplementationError(f"{function} sent back data the judge cannot read: {error}") from None
         except LoadError as error:  # a fresh worker (after a hang or a crash) did not come up
@@ -342,6 +346,9 @@ class RemoteBackend(Backend):
         self.layers: dict[str, str] = {}
         self.output_head = ""
         self.load_notes: list[str] = []  # what loading set aside: a notebook's failing cells, its IPython lines
+        # function -> the most bytes the judge counted in one of its calls, once past PRINT_LIMIT: its later
+        # calls run with their output discarded in the worker (see _call) and are charged that count
+        self.floods: dict[str, int] = {}
         self._hello: dict | None = None
 
     def start(self) -> None:
@@ -358,6 +365,8 @@ class RemoteBackend(Backend):
         if self._hello is None:
             try:
                 self._hello = self._note(self.link.receive(START_TIMEOUT)[0])
+            except wire.FrameError as error:  # "the worker sent a malformed message (...); it was ended"
+                raise LoadError(f"while loading {self.config.target}, {error}") from None
             except (WorkerDied, WorkerTimeout, wire.WireError) as error:
                 raise LoadError(f"the worker for {self.config.target} did not start: {error}") from None
             if not self._hello.get("ok"):
@@ -424,12 +433,11 @@ class RemoteBackend(Backend):
         sent, buffers = wire.encode([args, kwargs])
         link = self._link()
         printed = link.printed
+        request = {"op": "call", "function": function, "args": sent[0], "kwargs": sent[1]}
         try:
-            reply, reply_buffers = self._exchange(
-                {"op": "call", "function": function, "args": sent[0], "kwargs": sent[1]}, buffers, timeout
-            )
+            reply, reply_buffers = self._exchange(self._quiet(function, request), buffers, timeout)
         finally:
-            record.printed_bytes = (self.link.printed - printed) if self.link is link else 0
+            record.printed_bytes = self._charge(function, (self.link.printed - printed) if self.link is link else 0)
         offset = reply.get("after_offset")
         if not isinstance(offset, int) or not 0 <= offset <= len(reply_buffers):
             raise wire.WireError("reply without the inputs after the call")
@@ -439,12 +447,26 @@ class RemoteBackend(Backend):
         result = wire.decode(reply.get("result"), reply_buffers[:offset], None, DEVICES, grad=grad)
         return result, buffers
 
+    def _quiet(self, function: str, request: dict) -> dict:
+        """The request, asking the worker to discard the call's output when the function has flooded before.
+
+        Reading a flood costs little; producing it does not: sybil's 2000 print()s of a list per call were
+        most of its 185 s of grading, in its own worker. Once the judge has counted one call of a function
+        past PRINT_LIMIT (API-QUIET fails on that), the rest of its output has nothing left to tell."""
+        return {**request, "quiet": True} if function in self.floods else request
+
+    def _charge(self, function: str, counted: int) -> int:
+        """The bytes a call is charged with: what the judge counted, and for a call whose output was
+        discarded at the judge's request, at least the function's flood counted before (the worker's word
+        that it printed less is not taken)."""
+        if counted > PRINT_LIMIT:
+            self.floods[function] = max(counted, self.floods.get(function, 0))
+        return max(counted, self.floods.get(function, 0))
+
     def vjp(self, function: str, args: list, kwargs: dict, cotangents: list, timeout: float | None) -> list:
         sent, buffers = wire.encode([args, kwargs, cotangents])
-        reply, reply_buffers = self._exchange(
-            {"op": "vjp", "function": function, "args": sent[0], "kwargs": sent[1], "cotangents": sent[2]},
-            buffers, timeout,
-        )
+        request = {"op": "vjp", "function": function, "args": sent[0], "kwargs": sent[1], "cotangents": sent[2]}
+        reply, reply_buffers = self._exchange(self._quiet(function, request), buffers, timeout)
         if not reply.get("ok"):
             raise _raised(reply.get("error") or {}, f"backward of {function}")
         grads = wire.decode(reply.get("grads"), reply_buffers, "torch", DEVICES)

@@ -7,7 +7,9 @@ into the implementation), --conformance-json PATH (verdicts, scores and
 diagnoses as JSON); for teaching: --rubric PATH, --gradescope PATH
 (results.json), --feedback PATH (Markdown for the student), --reveal-hidden,
 --grading (the grading sandbox, with --memory-mb and --output-mb); for debugging
-a trusted implementation, --in-process.
+a trusted implementation, --in-process. Under --conformance-profile grade, a course
+secret (the rubric's seed, or $CONFORMANCE_GRADING_SEED) draws the examples
+(conformance.judge.secret).
 
 The implementation runs in a worker process (conformance.judge.workers); this
 plugin, the tests and the reports are the judge. It does nothing for tests that
@@ -40,6 +42,14 @@ from conformance.judge.adapter import (
 from conformance.judge.assertions import ClauseFailure
 from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, REMEMBERING, bound_shrinking
 from conformance.judge.report import BLOCKED, LOAD_FAILURE, Collector, TestRecord, skip_kind
+from conformance.judge.secret import (
+    ENV_SEED,
+    FROM_SECRET,
+    SecretError,
+    course_secret,
+    examples_drawn,
+    seed_of_test,
+)
 from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching import pictures
 from conformance.teaching.diagnosis import diagnose
@@ -54,6 +64,8 @@ BACKEND = pytest.StashKey[Backend]()
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
 RUBRIC = pytest.StashKey[Rubric]()
+SECRET = pytest.StashKey[str]()  # the course secret this run draws its examples from; '' for none
+EXAMPLES = pytest.StashKey[str]()  # what the report says about the examples (secret.FROM_SECRET, ...)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,8 +101,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--grading", action="store_true",
         help="run the implementation in the grading sandbox: a copy in a scratch dir, no reads of the suite, limits",
     )
-    group.addoption("--memory-mb", type=int, default=Limits.memory_mb, help="grading: address-space limit of the worker")
+    group.addoption("--memory-mb", type=int, default=Limits.memory_mb,
+                    help="grading: memory of the worker's processes together (and each one's address space)")
     group.addoption("--output-mb", type=int, default=Limits.output_mb, help="grading: largest file the worker may write")
+    group.addoption("--disk-mb", type=int, default=Limits.disk_mb, help="grading: all files the worker writes together")
+    group.addoption("--cpus", type=float, default=Limits.cpus, help="grading: the worker's share of the CPUs")
+    group.addoption("--processes", type=int, default=Limits.processes, help="grading: processes and threads at once")
     group.addoption(
         "--in-process", action="store_true",
         help="debugging only: import the implementation into this process (no worker, no isolation; pdb works)",
@@ -128,6 +144,44 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--plots: {pictures.MATPLOTLIB_MISSING}")
 
 
+def _take_secret(config: pytest.Config) -> None:
+    """The course secret, if this run draws its examples from one; taken out of os.environ for the rest of
+    the run, before any worker starts: a plain worker inherits the judge's environment. Raises SecretError."""
+    environ_value = os.environ.pop(ENV_SEED, None)
+    if environ_value is not None:
+        config.add_cleanup(lambda: os.environ.__setitem__(ENV_SEED, environ_value))
+    secret = course_secret(config.stash[RUBRIC].seed, {} if environ_value is None else {ENV_SEED: environ_value})
+    own_profile = not config.getoption("hypothesis_profile", None)  # else hypothesis' own profile decides
+    profile = profile_name(config) if own_profile else ""
+    config.stash[EXAMPLES] = examples_drawn(profile, secret, settings.default.derandomize)
+    config.stash[SECRET] = secret if config.stash[EXAMPLES] == FROM_SECRET else ""
+
+
+def _test_id(item: pytest.Item) -> str:
+    """The test's id whatever the rootdir (conformance.tests.test_x::test_y[cpu-self]): every judge of a
+    class draws the same examples for it, however it was started."""
+    module = getattr(getattr(item, "module", None), "__name__", "")
+    return f"{module}::{item.nodeid.partition('::')[2]}" if module else item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Under a course secret, the test's own seed (what @hypothesis.seed sets, read before derandomize);
+    set just before the call and put back after it, since the parameters of a test share its function."""
+    secret = item.config.stash.get(SECRET, "")
+    test = getattr(item, "obj", None)
+    test = getattr(test, "__func__", test)  # a method: the function behind it
+    if not secret or _clause_of(item) is None or not getattr(test, "is_hypothesis_test", False):
+        yield
+        return
+    previous = getattr(test, "_hypothesis_internal_use_seed", None)
+    test._hypothesis_internal_use_seed = seed_of_test(secret, _test_id(item))
+    try:
+        yield
+    finally:
+        test._hypothesis_internal_use_seed = previous
+
+
 def _database_per_implementation(target: str) -> None:
     """Profiles that remember failures (dev, thorough) keep them per implementation, in
     .hypothesis/conformance/<target>: a failure found for one implementation is not replayed against the
@@ -147,9 +201,15 @@ def _backend(config: pytest.Config) -> Backend:
         return LocalBackend(target)
     functions = list(spec.load().function_names)
     if config.getoption("grading"):
-        limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"))
-        worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid))
+        limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"),
+                        disk_mb=config.getoption("disk_mb"), cpus=config.getoption("cpus"),
+                        processes=config.getoption("processes"))
+        worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid),
+                                         hidden=_report_folders(config))
         config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        if config.stash[RUBRIC].seed:
+            # the rubric holds the course secret: kept from the submission like the suite, a read of it named
+            worker.sandbox["protected_paths"].append(str(Path(config.getoption("rubric")).resolve()))
     else:
         worker = plain_config(target, functions)
         worker.forbid = sorted(config.stash[RUBRIC].forbid)
@@ -158,6 +218,18 @@ def _backend(config: pytest.Config) -> Backend:
     backend = RemoteBackend(worker, config.getoption("worker_template"))
     backend.start()  # the worker imports torch and the implementation while the judge collects
     return backend
+
+
+def _report_folders(config: pytest.Config) -> list[str]:
+    """Where this run writes its reports (and the folder above: a batch's whole output), for the worker
+    not to see."""
+    paths = [config.getoption(name) for name in ("conformance_json", "gradescope", "feedback", "plots")]
+    paths.append(getattr(config.option, "xmlpath", None))
+    folders = []
+    for path in filter(None, paths):
+        folder = Path(path).resolve().parent
+        folders += [str(folder), str(folder.parent)]
+    return sorted(set(folders))
 
 
 def implementation_of(config: pytest.Config) -> Implementation:
@@ -191,6 +263,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         clause_id = _clause_of(item)
         if clause_id is not None:
             collector.expect(item.nodeid, clause_id)
+    if collector and SECRET not in config.stash:  # only a run of the suite reads (and checks) the secret
+        try:
+            _take_secret(config)
+        except SecretError as error:
+            pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
     if collector and BACKEND not in config.stash:
         try:
             config.stash[BACKEND] = _backend(config)
@@ -235,9 +312,19 @@ def device(request: pytest.FixtureRequest, implementation: Implementation) -> st
     name = request.param
     if not implementation.claims(f"device:{name}"):
         pytest.skip(f"not claimed: device {name}")
-    if name == "cuda" and not torch.cuda.is_available():
-        pytest.skip("unavailable: no CUDA device on this machine")
+    if name == "cuda":
+        skip_without_cuda(implementation)
     return name
+
+
+def skip_without_cuda(implementation: Implementation) -> None:
+    """Skip as unavailable where the implementation's worker cannot use a GPU: none on this machine, or
+    one that the grading sandbox keeps out (its report's 'cuda' line says why)."""
+    if not torch.cuda.is_available():
+        pytest.skip("unavailable: no CUDA device on this machine")
+    state = implementation.sandbox.get("cuda", "active")
+    if not state.startswith("active"):
+        pytest.skip(f"unavailable: CUDA is not usable in the grading sandbox: {state}")
 
 
 @pytest.fixture(scope="session")
@@ -353,6 +440,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tainted=frozenset(tainted),
         not_exercised=implementation.capabilities.constraints if implementation else [],
         load_notes=implementation.load_notes if implementation else [],
+        examples=config.stash.get(EXAMPLES, ""),
     )
     views, drawn_notes = _pictures(config, implementation, outcome, [v.id for v in verdicts if v.verdict == "failed"])
     reveal = config.getoption("reveal_hidden")

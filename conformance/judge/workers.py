@@ -11,6 +11,7 @@ status 3", "signal SIGKILL"). Either way the next request starts a fresh one.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -23,11 +24,17 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from conformance.judge.secret import ENV_SEED
 from conformance.worker import wire
 
 SHIM = Path(__file__).resolve().parents[1] / "worker" / "shim.py"
 KEEP_OUTPUT = 16 * 1024  # bytes of the worker's stdout/stderr kept to show (all of it is counted)
 START_TIMEOUT = 120.0  # seconds for a worker to import torch and the implementation
+# seconds a started frame may pause while the judge waits for the rest: wire.send encodes first, then writes
+# the whole frame in one loop of os.write, so an honest worker's bytes pause only while it is not scheduled
+# (a loaded machine, a CPU quota's period: milliseconds) or one of its own threads holds the GIL; 2 s is far
+# beyond those, and short enough that half a frame written to the socket by a submission costs little
+FRAME_STALL = 2.0
 ENV_SPIN = "CONFORMANCE_SPIN"
 
 
@@ -39,8 +46,9 @@ def spin_seconds() -> float:
     except ValueError:
         return 0.0
 # environment a sandboxed worker gets (no secrets of the grader's)
+# (LD_LIBRARY_PATH: where a GPU's driver library lies outside the system's folders, as in NVIDIA's containers)
 GRADING_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-               "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
+               "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT", "LD_LIBRARY_PATH")
 
 
 class WorkerDied(RuntimeError):
@@ -82,7 +90,7 @@ class WorkerConfig:
         base = {k: v for k, v in os.environ.items() if k in GRADING_ENV} if self.sandbox else dict(os.environ)
         # a coverage run of the suite measures the judge, not the code under test (tracing it would double
         # the cost of every call)
-        base = {k: v for k, v in base.items() if not k.startswith("COVERAGE_")}
+        base = {k: v for k, v in base.items() if not k.startswith("COVERAGE_") and k != ENV_SEED}
         if self.threads:
             base["OMP_NUM_THREADS"] = str(self.threads)
         return base
@@ -133,33 +141,49 @@ class WorkerLink:
         return self.receive(timeout)
 
     def receive(self, timeout: float | None) -> tuple[dict, list[bytes]]:
+        """The worker's next message. A malformed one (see wire.Reader; also bytes beyond the one reply
+        asked for, or a frame that stops arriving for FRAME_STALL seconds) ends the worker at once and
+        raises wire.FrameError: the submission can write to this socket, and must not hold the judge
+        until the timeout by starting a frame it never finishes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = self.sock.fileno()
         spin_until = time.monotonic() + self.spin
-        while True:
-            frame = self.reader.frame()
-            if frame is not None:
-                self._drain()
-                if not isinstance(frame[0], dict):
-                    raise wire.WireError("reply is not a message")
-                return frame
-            if time.monotonic() < spin_until and self._poll_socket():
-                continue
-            watched = [sock, *(fd for fd in self.outputs)]
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select(watched, [], [], left)
-            if not ready:
-                self.kill()
-                raise WorkerTimeout(f"no answer within {timeout:g} s")
-            for fd in ready:
-                if fd == sock:
-                    chunk = self.sock.recv(1 << 16)
-                    if not chunk:
-                        self._drain()
-                        raise WorkerDied(self.ending())
-                    self.reader.feed(chunk)
-                else:
-                    self._read_output(fd)
+        pending, progress = self.reader.pending, time.monotonic()
+        try:
+            while True:
+                frame = self.reader.frame()
+                if frame is not None:
+                    if self.reader.pending:
+                        raise wire.FrameError(f"{self.reader.pending} bytes beyond its reply")
+                    self._drain()
+                    return frame
+                if self.reader.pending != pending:
+                    pending, progress = self.reader.pending, time.monotonic()
+                elif pending and time.monotonic() - progress > FRAME_STALL:
+                    raise wire.FrameError(f"a frame stopped after {pending} bytes; none came for {FRAME_STALL:g} s")
+                if time.monotonic() < spin_until and self._poll_socket():
+                    continue
+                watched = [sock, *(fd for fd in self.outputs)]
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if pending:  # wake up to see whether the frame stalled
+                    stall = max(0.0, progress + FRAME_STALL - time.monotonic()) + 0.01
+                    left = stall if left is None else min(left, stall)
+                ready, _, _ = select.select(watched, [], [], left)
+                if not ready and deadline is not None and time.monotonic() >= deadline:
+                    self.kill()
+                    raise WorkerTimeout(f"no answer within {timeout:g} s")
+                for fd in ready:
+                    if fd == sock:
+                        chunk = self.sock.recv(1 << 16)
+                        if not chunk:
+                            self._drain()
+                            raise WorkerDied(self.ending())
+                        self.reader.feed(chunk)
+                    else:
+                        self._read_output(fd)
+        except wire.FrameError as error:
+            self.kill()
+            raise wire.FrameError(f"the worker sent a malformed message ({error}); it was ended") from None
 
     def _poll_socket(self) -> bool:
         """One non-blocking look at the socket. Most replies come within a millisecond: looking
@@ -202,19 +226,22 @@ class WorkerLink:
         """How the worker ended, from its status pipe: 'exit status 3', 'killed by SIGKILL'."""
         self.alive = False
         ready, _, _ = select.select([self.status_fd], [], [], wait)
-        text = os.read(self.status_fd, 64).decode("ascii", "replace") if ready else ""
-        kind, _, number = text.partition(" ")
+        text = os.read(self.status_fd, 1024).decode("ascii", "replace") if ready else ""
+        kind, _, rest = text.partition(" ")
+        number, _, said = rest.partition(" ")  # what the sandbox enforced, in the keeper's words
+        said = f" ({''.join(c for c in said if c.isprintable())[:300]})" if said else ""
         if kind == "exit" and number.isdigit():
-            return f"exit status {number}"
+            return f"exit status {number}{said}"
         if kind == "signal" and number.isdigit():
-            return f"killed by {signal_name(int(number))}"
+            return f"killed by {signal_name(int(number))}{said}"
         return "ended without a status"
 
     def kill(self) -> None:
-        """End the worker and everything it started (the outer process takes its PID namespace with it)."""
+        """End the worker and everything it started: its keeper kills the inner process (its PID namespace
+        goes with it), removes its groups and exits."""
         if self.alive:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         self.alive = False
@@ -261,12 +288,20 @@ def adopt(config: WorkerConfig) -> WorkerLink | None:
     return _prestarted.pop(_key(config), None)
 
 
-def _ask_template(path: str, fds: list[int]) -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(30)
-        connection.connect(path)
-        socket.send_fds(connection, [b"w"], fds)
-        answer = connection.recv(32)
+def _ask_template(handle: str, fds: list[int]) -> int:
+    """Ask the template behind the inherited descriptor `handle` for a worker; its pid comes back."""
+    reply_here, reply_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with socket.socket(fileno=os.dup(int(handle))) as requests:
+            socket.send_fds(requests, [b"w"], [*fds, reply_there.fileno()])
+        reply_there.close()
+        reply_here.settimeout(30)
+        answer = reply_here.recv(32)
+    except (OSError, ValueError) as error:
+        raise WorkerDied(f"the worker template did not start a worker ({error})") from None
+    finally:
+        reply_here.close()
+        reply_there.close()
     if not answer.isdigit():
         raise WorkerDied("the worker template did not start a worker")
     return int(answer)
@@ -275,26 +310,30 @@ def _ask_template(path: str, fds: list[int]) -> int:
 class Template:
     """A process that has imported torch and numpy (nothing of the suite) and forks workers on request.
 
-    Used by batch grading: a submission's worker then starts in milliseconds, not seconds.
+    Used by batch grading and the mutation matrix: a worker then starts in milliseconds, not seconds.
+    It is reached through a descriptor this process holds (`handle`; processes forked from this one
+    inherit it, a child started with `pass_fds` too), never through a path: a submission has no name
+    to connect to. Given `limits`, it is a grading template: it forks only sandboxed workers, on those
+    limits, whatever a start message asks.
     """
 
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="attention-template-")
-        self.path = os.path.join(self.directory, "socket")
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(self.path)
-        server.listen(64)
+    def __init__(self, limits: Limits | None = None) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command = [sys.executable, "-I", str(SHIM), "--template", str(theirs.fileno())]
+        if limits is not None:
+            command += ["--grading", json.dumps(limits.enforced())]
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(SHIM), "--template", str(server.fileno())],
-            pass_fds=(server.fileno(),), stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()
-                                                                         if k in GRADING_ENV},
+            command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k in GRADING_ENV},
         )
-        server.close()
+        theirs.close()
+        self.socket = ours
+        self.handle = str(ours.fileno())
 
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.socket.close()
 
 
 # ------------------------------------------------------------------------------------ grading
@@ -344,30 +383,43 @@ def copy_submission(target: str, scratch: Path) -> str:
 
 @dataclass
 class Limits:
-    """Resource limits of a sandboxed worker."""
+    """Resource limits of a sandboxed worker (all of its processes together, where the machine allows)."""
 
-    memory_mb: int = 8192
-    output_mb: int = 16
-    cpu_seconds: int = 1800
-    processes: int = 256
+    memory_mb: int = 8192  # the memory cgroup; RLIMIT_AS caps each process too
+    output_mb: int = 16  # the largest file (RLIMIT_FSIZE)
+    disk_mb: int = 256  # all files of the scratch dir together (a tmpfs of that size)
+    cpus: float = 1.0  # a share of the CPUs (the cpu cgroup), so that classmates graded beside keep theirs
+    cpu_seconds: int = 1800  # CPU time of all processes together
+    processes: int = 256  # processes and threads (the pids cgroup; RLIMIT_NPROC for the submission's uid)
     open_files: int = 1024
 
     def rlimits(self) -> dict[str, int]:
         return {"AS": self.memory_mb * 2**20, "FSIZE": self.output_mb * 2**20, "CPU": self.cpu_seconds,
                 "NPROC": self.processes, "NOFILE": self.open_files}
 
+    def enforced(self) -> dict:
+        """What a worker's sandbox takes from these limits (the start message's and a grading template's)."""
+        return {"rlimits": self.rlimits(), "disk_mb": self.disk_mb, "cpus": self.cpus, "cpu_seconds": self.cpu_seconds,
+                "processes": self.processes, "memory_mb": self.memory_mb}
+
 
 def grading_config(target: str, functions: list[str], limits: Limits, forbid: list[str] = (),
-                   threads: int | None = 1) -> tuple[WorkerConfig, Path]:
-    """A sandboxed worker's configuration, with its scratch directory (the caller removes it)."""
+                   threads: int | None = 1, hidden: list[str] = ()) -> tuple[WorkerConfig, Path]:
+    """A sandboxed worker's configuration, with its scratch directory (the caller removes it).
+
+    `hidden`: folders the worker must not see even where they lie inside what it reads (the reports);
+    the suite's folders and the submission's own folder (its classmates) are always hidden."""
     scratch = Path(tempfile.mkdtemp(prefix="attention-scratch-"))
     try:
         copied = copy_submission(target, scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    box = {"scratch": str(scratch), "rlimits": limits.rlimits(), "protected_paths": protected_paths(),
-           "protected_modules": list(PROTECTED_MODULES)}
+    from conformance.worker.loader import parse_target
+
+    folder = str(parse_target(target).path.expanduser().resolve().parent)
+    box = {"scratch": str(scratch), **limits.enforced(), "protected_paths": protected_paths(),
+           "protected_modules": list(PROTECTED_MODULES), "hidden": [folder, *hidden]}
     config = WorkerConfig(copied, functions, cwd=str(scratch), sandbox=box, forbid=list(forbid), threads=threads,
                           spin=spin_seconds())
     return config, scratch

@@ -7,13 +7,15 @@ container per submission. The bundle holds:
     setup.sh           a Python >= 3.11 virtual environment in /autograder/venv with requirements.txt
     requirements.txt   torch (the CPU build), numpy, hypothesis and pytest, pinned to this machine's versions
     run_autograder     grades /autograder/submission into /autograder/results/results.json
-    course.toml        the rubric
+    course.toml        the rubric (with its seed, the course secret, if it has one: keep the zip private)
     suite/             the suite itself (conformance, spec, golden, impl), as this machine has it
 
 A submission is one .py file, one notebook (.ipynb) or one package folder (the submission folder itself
 with an __init__.py, or one folder in it). It is graded as `python -m conformance --grading` grades it:
 in the grading sandbox, with the rubric; anything else (nothing to grade, several candidates) is a
-results.json with score 0 that says what was found.
+results.json with score 0 that says what was found. Under the profile grade the examples are drawn from
+the rubric's seed, or from $CONFORMANCE_GRADING_SEED where the container sets it (the judge reads it; the
+worker's environment never holds it).
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-timeout", type=float, default=None, help="seconds per call into a submission")
     options = parser.parse_args(arguments)
     try:
-        load_rubric(options.rubric)
+        rubric = load_rubric(options.rubric)
     except RubricError as error:
         parser.error(str(error))
     if options.out.is_dir():
@@ -201,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     size = os.path.getsize(options.out)
     print(f"wrote {options.out} ({len(entries)} files, {size / 1e6:.1f} MB): setup.sh, run_autograder, "
           f"requirements.txt, course.toml, suite/; upload it as the assignment's autograder")
+    if rubric.seed:
+        from conformance.judge.secret import SECRET_PROFILES
+
+        applies = ("its examples are drawn from it" if options.profile in SECRET_PROFILES else
+                   f"it applies to --profile {', '.join(sorted(SECRET_PROFILES))} only, not {options.profile}")
+        print(f"course.toml holds the course secret (seed): {applies}; keep the zip private")
     return 0
 
 

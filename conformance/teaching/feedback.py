@@ -53,6 +53,7 @@ class Outcome:
     not_exercised: list[str] = field(default_factory=list)  # what the declared restrictions leave unchecked
     load_notes: list[str] = field(default_factory=list)  # what loading set aside (a notebook's failing cells)
     pictures: list[str] = field(default_factory=list)  # feedback.md's section on the weight heatmaps (pictures.py)
+    examples: str = ""  # where the property tests' examples came from (conformance.judge.secret), never the secret
 
     def __post_init__(self) -> None:
         self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
@@ -99,6 +100,8 @@ class Outcome:
         rows += [f"LOADING: {note}" for note in self.load_notes]
         if self.sandbox:
             rows.append("sandbox: " + "; ".join(f"{layer} {state}" for layer, state in self.sandbox.items()))
+        if self.examples:
+            rows.append(f"examples: {self.examples}")
         rows.append(f"SCORE {earned:g} / {maximum:g}")
         rows.append(f"VERDICT for {self.implementation}: {self.verdict.upper()} ({tally})")
         return "\n".join(rows)
@@ -117,6 +120,7 @@ class Outcome:
             "integrity_violations": self.violations,
             "forbidden": self.forbidden,
             "sandbox": self.sandbox,
+            "examples": self.examples,
             "not_exercised": self.not_exercised,
             "load_notes": self.load_notes,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],

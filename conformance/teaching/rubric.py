@@ -7,6 +7,7 @@ after the deadline, with a rubric file:
     title = "CS 123, homework 4"
     functions = ["self_attention", "cross_attention", "multihead_attention"]   # the assignment's scope
     forbid = ["torch.nn.functional.scaled_dot_product_attention"]   # helpers the course rules out
+    seed = "3f9c0a..."     # the course secret: --profile grade draws its examples from it
     [points]               # any clause id; 0 takes a clause out of the grade
     WEIGHTS-SCALE = 5
     GOLD-MULTIHEAD = 0
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import spec
 from conformance.judge.report import BLOCKED, NOT_CLAIMED, UNAVAILABLE, ClauseVerdict, TestRecord
+from conformance.judge.secret import SecretError, check_secret
 
 JUDGED = ("passed", "failed", BLOCKED)
 CPU = "cpu"
@@ -72,6 +74,8 @@ class Rubric:
     hidden: frozenset[str] = frozenset()
     forbid: frozenset[str] = frozenset()  # dotted names of callables a submission may not use
     functions: frozenset[str] = frozenset()  # the assignment's functions; empty: the whole spec
+    # the course secret (conformance.judge.secret); '' for none. Out of repr: a rubric may be printed
+    seed: str = field(default="", repr=False)
 
     def points_of(self, clause_id: str) -> float:
         return self.points.get(clause_id, spec.load().clause(clause_id).points)
@@ -88,9 +92,14 @@ def load_rubric(path: Path | None) -> Rubric:
     except tomllib.TOMLDecodeError as error:
         raise RubricError(f"rubric file {path} is not valid TOML: {error}") from None
     known = {c.id for c in spec.load().clauses}
-    unknown_keys = sorted(set(data) - {"title", "points", "hidden", "forbid", "functions"})
+    unknown_keys = sorted(set(data) - {"title", "points", "hidden", "forbid", "functions", "seed"})
     if unknown_keys:
-        raise RubricError(f"rubric {path}: unknown keys {unknown_keys}; use title, functions, forbid, [points], [hidden]")
+        raise RubricError(f"rubric {path}: unknown keys {unknown_keys}; "
+                          f"use title, functions, forbid, seed, [points], [hidden]")
+    try:
+        seed = check_secret(data["seed"], f"rubric {path}: seed") if "seed" in data else ""
+    except SecretError as error:
+        raise RubricError(str(error)) from None
     forbid = data.get("forbid", [])
     if not isinstance(forbid, list) or not all(isinstance(n, str) and "." in n for n in forbid):
         raise RubricError(f"rubric {path}: forbid must be a list of dotted names like "
@@ -115,7 +124,7 @@ def load_rubric(path: Path | None) -> Rubric:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise RubricError(f"rubric {path}: points for {clause_id} must be a number >= 0, got {value!r}")
     return Rubric(str(data.get("title", "")), {k: float(v) for k, v in points.items()}, frozenset(hidden),
-                  frozenset(forbid), frozenset(functions))
+                  frozenset(forbid), frozenset(functions), seed)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from conformance.judge.assertions import ClauseFailure, assert_agree, assert_mat
 from conformance.judge.blocking import find_blocker, judged, prerequisite
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.cases import FUNCTION_OF, Case, assert_outputs_match, draw_kind
+from conformance.judge.pytest_plugin import skip_without_cuda
 from conformance.judge.strategies import MIXED_LOGITS, problems
 from conformance.judge.tolerance import expected, scales
 
@@ -132,8 +133,7 @@ def _forward_scale(case: Case) -> float | None:
 @needs("device:cuda")
 @given(data=st.data())
 def test_cpu_and_cuda_agree(implementation, dtype, data):
-    if not torch.cuda.is_available():
-        pytest.skip("unavailable: no CUDA device on this machine")
+    skip_without_cuda(implementation)
     kind = draw_kind(data, implementation)
     problem = data.draw(problems(kind), label="problem")
     on_cpu = Case(implementation, problem, dtype, "cpu")

@@ -5,7 +5,8 @@ Accepted targets:
   mypkg.attention:ADAPTER   an attribute of a module: any object with the
                             spec's functions as attributes; a class is
                             instantiated without arguments
-  path/to/homework.py       a Python file (a student's submission)
+  path/to/homework.py       a Python file (a student's submission), whatever its name:
+                            "hw3 (1).py" loads under a sanitized module name
   path/to/homework.ipynb    a Jupyter notebook: its code cells run in order, each
                             on its own (IPython lines and failing cells are noted)
   path/to/package           a directory with __init__.py (write ./package for one
@@ -30,6 +31,7 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -62,9 +64,10 @@ def parse_target(text: str) -> Target:
     text = text.strip()
     if not text:
         raise LoadError("no implementation given: pass --impl MODULE or set ATTENTION_IMPL (e.g. --impl impl)")
-    base, _, attribute = text.partition(":")
-    # a Windows drive letter ("C:\\x.py") is not an attribute separator
-    if len(base) == 1 and attribute[:1] in ("\\", "/"):
+    base, _, attribute = text.rpartition(":")
+    # what follows the last colon is an attribute only if it is a (dotted) name: a Windows drive letter
+    # ("C:\\x.py") and a colon in a file name ("hw3 10:30.py", as downloads name files) are paths
+    if not base or not all(part.isidentifier() for part in attribute.split(".")):
         base, attribute = text, ""
     dotted_name = all(part.isidentifier() for part in base.split("."))
     looks_like_path = base.endswith((".py", ".ipynb")) or "/" in base or "\\" in base or not dotted_name
@@ -80,23 +83,40 @@ def short_traceback(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" + (f" (at {where})" if where else "")
 
 
+def module_name(stem: str, prefix: str = "submission") -> str:
+    """The name a submission loaded by its path is imported under: its own name when Python could import
+    it by that name and nothing already imported has it; else a sanitized, unique one. Downloads name files
+    `hw3 (1).py` or `homework-3.py`: that is no reason to refuse them (hw3 (1) -> hw3__1_).
+
+    A package's relative imports (`from .core import f`) work under any name its modules are registered
+    under, so a package is renamed the same way; only absolute imports of its own name (`from dave import
+    core`) need the real one, and those could not name `hw3 (1)` anyway. A name already imported (numpy.py,
+    the shim's own modules, the suite's in --in-process) is never replaced: the submission gets another."""
+    name = "".join(c if ("_" + c).isidentifier() else "_" for c in stem)
+    if not name.isidentifier():  # empty, or it starts with a digit
+        name = f"{prefix}_{name}"
+    unique, number = name, 1
+    while unique in sys.modules:
+        number += 1
+        unique = f"{name}_{number}"
+    return unique
+
+
 def _import_path(path: Path) -> ModuleType:
     path = path.expanduser().resolve()
     if path.is_dir():
         init = path / "__init__.py"
         if not init.is_file():
             raise LoadError(f"{path} is a directory without __init__.py; point --impl at a .py file or a package")
-        name, location, search = path.name, init, [str(path)]
+        name, location, search = module_name(path.name), init, [str(path)]
     elif path.is_file():
         if path.suffix == ".ipynb":
             return _import_notebook(path)
         if path.suffix != ".py":
             raise LoadError(f"{path} is not a .py file, a notebook (.ipynb) or a package")
-        name, location, search = path.stem, path, None
+        name, location, search = module_name(path.stem), path, None
     else:
         raise LoadError(f"no such file or directory: {path}")
-    if not name.isidentifier():
-        raise LoadError(f"{path}: {name!r} is not a valid Python module name; rename it (letters, digits, _)")
     # the submission's own directory goes first so that its sibling modules import
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, location, submodule_search_locations=search)
@@ -164,8 +184,7 @@ def _import_notebook(path: Path) -> ModuleType:
     """Run a notebook's code cells in order, in one module, each on its own: a cell that raises, does not
     compile or runs too long is noted by its number and the others still run, so the functions it does
     define are graded."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
-    name = name if name.isidentifier() else f"notebook_{name}"
+    name = module_name(path.stem, "notebook")
     module = ModuleType(name)
     module.__file__ = str(path)
     sys.modules[name] = module
@@ -213,6 +232,60 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def discarded_output(discard: bool = True) -> Iterator[None]:
+    """Run the block with its output thrown away, cheaply: for a call whose function has flooded before.
+
+    The judge asks for it (the request's "quiet"); it has counted that flood itself and charges it to
+    every later call of the function, so nothing here is taken on trust. Formatting thousands of debug
+    lines was most of a flooding call's cost, so print() to stdout or stderr returns without formatting
+    its arguments; sys.stdout and sys.stderr write to /dev/null, and so do file descriptors 1 and 2
+    (os.write(1, ...)). What the block changed itself (its own print, its own sys.stdout) is left as it is.
+    """
+    if not discard:
+        yield
+        return
+    import builtins
+
+    for stream in (sys.stdout, sys.stderr):  # what was written before goes to the judge, counted
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[tuple[int, int]] = []
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no /dev/null here: the streams and print() are still quiet
+        null = -1
+    for fd in (1, 2) if null >= 0 else ():
+        with contextlib.suppress(OSError):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(null, fd)
+    streams, printer = (sys.stdout, sys.stderr), builtins.print
+    sink = open(null, "w", encoding="utf-8") if null >= 0 else io.StringIO()  # it closes null
+
+    def quiet_print(*args: object, sep: str | None = " ", end: str | None = "\n", file: object = None,
+                    flush: bool = False) -> None:
+        if file is None or file is sink:
+            return None
+        return printer(*args, sep=sep, end=end, file=file, flush=flush)
+
+    sys.stdout = sys.stderr = sink
+    builtins.print = quiet_print
+    try:
+        yield
+    finally:
+        if builtins.print is quiet_print:
+            builtins.print = printer
+        if sys.stdout is sink:
+            sys.stdout = streams[0]
+        if sys.stderr is sink:
+            sys.stderr = streams[1]
+        with contextlib.suppress(Exception):
+            sink.close()
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _shown(path: Path) -> str:

@@ -8,8 +8,10 @@ imported (every one is irrevocable for the process and its descendants):
   namespace (no network);
 - Landlock: read the interpreter, its libraries and the submission's copy;
   write only the scratch directory; no signals or abstract sockets outside;
-- an unprivileged uid (nobody) when the grader is root and the interpreter is
-  readable by it.
+- an unprivileged uid of the submission's own when the grader is root and the
+  interpreter is readable by it.
+The private root (privateroot.py) and the limits on processes, CPU and memory
+(cgroups.py) are their own modules.
 
 `layers()` says which layers are active and why the others are not, for the
 report. Standard library only (ctypes): the worker shim loads it by path.
@@ -26,7 +28,7 @@ import sys
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-NOBODY = 65534
+UID_BASE = 2_000_000_000  # + the keeper's pid (pid_max is at most 2**22): far from any real user's uid
 
 # Landlock rights: filesystem (v1 has 13, later ABIs add refer, truncate, device ioctl), network, scopes
 _READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
@@ -121,7 +123,7 @@ def _readable_by_others(path: str) -> bool:
     return True
 
 
-def can_drop_to_nobody(read_paths: list[str]) -> tuple[bool, str]:
+def can_drop_privileges(read_paths: list[str]) -> tuple[bool, str]:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return False, "the grader is not root (it is already unprivileged)"
     blocked = [p for p in read_paths if os.path.exists(p) and not _readable_by_others(p)]
@@ -130,14 +132,21 @@ def can_drop_to_nobody(read_paths: list[str]) -> tuple[bool, str]:
     return True, ""
 
 
-def drop_to_nobody(scratch: str) -> None:
-    os.chown(scratch, NOBODY, NOBODY)
+def submission_uid(keeper: int) -> int:
+    """A uid of this submission's own: no user of the machine has it, and no other worker running now
+    (the keeper's pid is unique among live processes). RLIMIT_NPROC then counts this submission alone."""
+    return UID_BASE + keeper
+
+
+def drop_to(uid: int, scratch: str) -> None:
+    """Become `uid` (group too, no supplementary groups), the scratch dir handed over first."""
+    os.chown(scratch, uid, uid)
     for root, directories, files in os.walk(scratch):
         for name in directories + files:
-            os.lchown(os.path.join(root, name), NOBODY, NOBODY)
+            os.lchown(os.path.join(root, name), uid, uid)
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    os.setgid(uid)
+    os.setuid(uid)
 
 
 def landlock(read_paths: list[str], write_paths: list[str], hidden: list[str]) -> str:

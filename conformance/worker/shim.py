@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
 import re
 import signal
@@ -56,6 +57,8 @@ def _sibling(name: str):
 wire = _sibling("wire")
 loader = _sibling("loader")
 sandbox = _sibling("sandbox")
+cgroups = _sibling("cgroups")
+privateroot = _sibling("privateroot")
 
 
 # ------------------------------------------------------------------------------ the served namespace
@@ -144,7 +147,8 @@ class Worker:
         args, kwargs = self.arguments(document, buffers)
         reply: dict = {"ok": True}
         try:
-            result = function(*args, **kwargs)
+            with loader.discarded_output(document.get("quiet") is True):  # the judge saw this function flood
+                result = function(*args, **kwargs)
             encoded, out_buffers = wire.encode(result)
             reply["result"] = encoded
         except BaseException as error:  # noqa: BLE001 - exit() and friends are results here
@@ -161,7 +165,7 @@ class Worker:
         cotangents = wire.decode(document["cotangents"], buffers, "torch", ("cpu", "cuda"))
         inputs = [t for t in wire.tensors([args, kwargs]) if t.requires_grad]
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), loader.discarded_output(document.get("quiet") is True):
                 outputs = wire.tensors(function(*args, **kwargs))
                 pairs = [(o, c) for o, c in zip(outputs, cotangents) if c is not None and o.requires_grad]
                 grads = torch.autograd.grad([o for o, _ in pairs], inputs, [c.to(o) for o, c in pairs],
@@ -248,7 +252,7 @@ def record_violations(worker: Worker, protected_paths: list[str], protected_modu
             raw = args[0].decode(errors="replace") if isinstance(args[0], bytes) else args[0]
             path = os.path.realpath(raw)
             if path.startswith(paths) and not path.startswith(own):
-                _note(worker, f"opened {path}: reading the golden files or the suite is not allowed while grading")
+                _note(worker, f"opened {path}: reading the golden files, the suite or the course's files is not allowed while grading")
         elif event == "import" and args and isinstance(args[0], str) and args[0].split(".")[0] in modules:
             _note(worker, f"imported {args[0]}: importing the reference or the suite is not allowed while grading")
 
@@ -303,8 +307,19 @@ def _forbidden(worker: Worker, name: str, original):
 
 
 # ------------------------------------------------------------------------------ process setup
-def start(sock: int, status: int) -> None:
-    """Read the start message, split into outer and inner process, sandbox the inner one and serve."""
+def _refuse(sock: int, message: str) -> None:
+    """Answer the start message with an error instead of a worker, and end."""
+    try:
+        wire.send(sock, {"ok": False, "error": message})
+    finally:
+        os._exit(2)
+
+
+def start(sock: int, status: int, enforced: dict | None = None) -> None:
+    """Read the start message, split into keeper (outer) and inner process, sandbox the inner one and serve.
+
+    `enforced` comes from a grading template's own command line (its trusted parent): such a template
+    forks only sandboxed workers, on those limits, whatever the start message asks."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # a notebook graded here may call conformance.check() in a cell: it sees this and does nothing
     os.environ["CONFORMANCE_IN_WORKER"] = "1"
@@ -317,10 +332,26 @@ def start(sock: int, status: int) -> None:
         reader.feed(chunk)
         frame = reader.frame()
     config = frame[0]
+    if not isinstance(config, dict):
+        _refuse(sock, "the start message is not a configuration")
     box = config.get("sandbox") or {}
+    if enforced is not None:
+        if not isinstance(box, dict) or not isinstance(box.get("scratch"), str):
+            _refuse(sock, "this worker template grades: it starts only sandboxed workers")
+        box.update(enforced)
+        config["sandbox"] = box
     layers: dict[str, str] = {}
+    groups = None
+    keeper = os.getpid()
     if box:
-        done = sandbox.set_rlimits(box.get("rlimits", {}))
+        groups = cgroups.Groups.make(_request(box), keeper)
+        layers.update(groups.describe())
+        rlimits = dict(box.get("rlimits", {}))
+        if "memory" in groups.paths and privateroot.gpu_devices():
+            # a GPU's driver reserves far more address space than the memory it uses (CUDA's unified
+            # addressing), which RLIMIT_AS would count; the memory cgroup counts what is used, and bounds it here
+            rlimits.pop("AS", None)
+        done = sandbox.set_rlimits(rlimits)
         layers["rlimits"] = "active: " + ", ".join(done) if done else "inactive"
         pid_ns, net_ns, why = sandbox.unshare_namespaces()
         layers["pid namespace"] = "active" if pid_ns else f"inactive ({why}); a child subreaper stands in"
@@ -329,17 +360,31 @@ def start(sock: int, status: int) -> None:
             import ctypes
 
             ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to the outer
-    outer = os.getpid()
+    go_read, go_write = os.pipe()
     inner = os.fork()
     if inner:
-        _outer(inner, status, sock)
+        os.close(go_read)
+        if groups is not None:
+            groups.add(inner)  # before the inner process runs anything of the submission
+            layers.update(groups.describe())
+        os.write(go_write, json.dumps(layers).encode())
+        os.close(go_write)
+        _outer(inner, status, sock, groups)
+    os.close(go_write)
     os.close(status)
     sandbox.die_with_parent()
-    if os.getppid() != outer and os.getpid() != 1:
+    if os.getppid() != keeper and os.getpid() != 1:
         os._exit(1)
+    received = b""
+    while chunk := os.read(go_read, 1 << 16):
+        received += chunk
+    os.close(go_read)
+    layers = json.loads(received or b"{}")
     worker = Worker(sock, config)
     if box:
-        _enter_sandbox(worker, config, box, layers)
+        _enter_sandbox(worker, config, box, layers, keeper)
+        if privateroot.gpu_devices():
+            layers["cuda"] = _cuda_in_sandbox()
     elif config.get("cwd"):
         os.chdir(config["cwd"])  # a worker forked from a template starts in the template's directory
     config["layers"] = layers
@@ -361,12 +406,21 @@ def start(sock: int, status: int) -> None:
     os._exit(0)
 
 
-def _enter_sandbox(worker: Worker, config: dict, box: dict, layers: dict[str, str]) -> None:
+def _request(box: dict) -> "cgroups.Request":
+    def number(key: str, kind=int):
+        value = box.get(key)
+        return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+    memory = number("memory_mb")
+    return cgroups.Request(processes=number("processes"), cpus=number("cpus", float),
+                           memory_bytes=memory * 2**20 if memory else None, cpu_seconds=number("cpu_seconds", float))
+
+
+def _enter_sandbox(worker: Worker, config: dict, box: dict, layers: dict[str, str], keeper: int) -> None:
     scratch = box["scratch"]
-    os.chdir(scratch)
-    os.environ.update({"HOME": scratch, "TMPDIR": scratch})
     reads = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-             *[p for p in sys.path if p], "/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys", "/dev"]
+             *[p for p in sys.path if p], "/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc",
+             *os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)]  # a GPU driver's library
     # the torch and numpy actually imported, wherever they live (an editable or user install)
     for name in ("torch", "numpy"):
         module = sys.modules.get(name)
@@ -381,27 +435,79 @@ def _enter_sandbox(worker: Worker, config: dict, box: dict, layers: dict[str, st
             found = None
         if found is not None and found.origin:
             reads.append(os.path.dirname(os.path.dirname(found.origin)))
-    record_violations(worker, box.get("protected_paths", []), box.get("protected_modules", []))
+    protected = [p for p in box.get("protected_paths", []) if isinstance(p, str)]
+    hidden = protected + [p for p in box.get("hidden", []) if isinstance(p, str)]
+    record_violations(worker, protected, box.get("protected_modules", []))
+    privileged = hasattr(os, "geteuid") and os.geteuid() == 0
+    uid = sandbox.submission_uid(keeper) if privileged else None
+    gpus = privateroot.gpu_devices()
+    disk_mb = box.get("disk_mb") if isinstance(box.get("disk_mb"), int) and box["disk_mb"] > 0 else None
+    private = False
+    if not sys.platform.startswith("linux"):
+        layers["mount namespace"] = "inactive (not Linux)"
+    elif not privileged:
+        layers["mount namespace"] = "inactive (the grader is not root: a private root needs CAP_SYS_ADMIN)"
+    elif disk_mb is None:
+        layers["mount namespace"] = "inactive (no disk quota given)"
+    else:
+        try:
+            binds = privateroot.enter(reads, hidden, scratch, disk_mb * 2**20, uid, gpus)
+            private = True
+        except OSError as error:
+            layers["mount namespace"] = f"inactive ({error})"
+    if private:
+        layers["mount namespace"] = ("active: a private root (interpreter and libraries read-only; nothing of the "
+                                     "suite, the class or the reports); /proc shows only the worker's processes")
+        layers["disk"] = f"active: {disk_mb} MB for all the files of the scratch dir together (tmpfs)"
+        reads, hidden = [*binds, "/proc", "/sys", "/dev"], []
+    else:
+        reads += ["/proc", "/sys", "/dev"]
+        layers["disk"] = "inactive (no private scratch); RLIMIT_FSIZE caps each file"
+    os.chdir(scratch)
+    os.environ.update({"HOME": scratch, "TMPDIR": scratch, "USER": "student", "LOGNAME": "student"})
     # the scratch dir is handed over to the unprivileged user; what it must be able to read is the rest
-    drop, why_not = sandbox.can_drop_to_nobody([p for p in reads[:5] if p] + [os.path.dirname(scratch)])
-    why = sandbox.landlock(reads, [scratch, "/dev/null"], box.get("protected_paths", []))
+    needed = [os.path.realpath(sys.executable), os.path.dirname(os.__file__), os.path.dirname(scratch),
+              *(os.path.dirname(sys.modules[m].__file__) for m in ("torch", "numpy") if m in sys.modules)]
+    drop, why_not = sandbox.can_drop_privileges(needed)
+    writes = [scratch, "/dev/null", *(f"/dev/{g}" for g in gpus)]
+    if gpus and private:
+        # CUDA's driver library writes to /proc while it starts (it fails with "OS call failed" otherwise);
+        # this /proc is the worker's own, and its uid may write only its own processes' files there
+        writes.append("/proc")
+    why = sandbox.landlock(reads, writes, hidden)
     layers["landlock"] = "active: reads the interpreter and libraries, writes only the scratch dir" if not why else f"inactive ({why})"
-    if drop:
-        sandbox.drop_to_nobody(scratch)
-        layers["unprivileged uid"] = f"active (uid {sandbox.NOBODY})"
+    if drop and uid is not None:
+        sandbox.drop_to(uid, scratch)
+        layers["unprivileged uid"] = f"active (uid {uid}, this submission's own)"
     else:
         layers["unprivileged uid"] = f"inactive ({why_not})"
 
 
-def _outer(inner: int, status: int, sock: int) -> None:
-    """Wait for the inner process, killing it if the judge goes away (its end of the socket
-    closes); then end every leftover descendant and report how the inner process ended."""
+def _cuda_in_sandbox() -> str:
+    """Whether this sandboxed worker can use the machine's GPU: the judge runs the CUDA checks only if so
+    (a GPU the sandbox keeps out is 'unavailable' there, never a failure of the submission)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.zeros(1, device="cuda")
+            return "active (the GPU is usable)"
+        return "inactive (torch.cuda.is_available() is False in the sandbox)"
+    except Exception as error:  # noqa: BLE001 - whatever CUDA says, the reason goes to the report
+        return f"inactive ({type(error).__name__}: {str(error)[:200]})"
+
+
+def _outer(inner: int, status: int, sock: int, groups: "cgroups.Groups | None") -> None:
+    """The keeper: wait for the inner process, killing it if the judge goes away (its end of the socket
+    closes) or the watchdog finds a limit broken; then end every leftover descendant, remove the groups
+    and report how the inner process ended."""
     import select
 
     signal.signal(signal.SIGTERM, lambda *_: os.kill(inner, signal.SIGKILL))
     watch = select.poll()
     watch.register(sock, getattr(select, "POLLRDHUP", 0x2000))
-    code = 0
+    watchdog = cgroups.Watchdog(groups, inner) if groups is not None else None
+    code, broken = 0, ""
     while True:
         try:
             done, code = os.waitpid(inner, os.WNOHANG)
@@ -412,11 +518,20 @@ def _outer(inner: int, status: int, sock: int) -> None:
         if watch.poll(200):  # the judge closed its end or died: nothing will read the results
             os.kill(inner, signal.SIGKILL)
             watch.unregister(sock)
+        if watchdog is not None and not broken:
+            broken = watchdog.over()
+            if broken:
+                os.kill(inner, signal.SIGKILL)
     os.close(sock)
     report = f"signal {os.WTERMSIG(code)}" if os.WIFSIGNALED(code) else f"exit {os.WEXITSTATUS(code)}"
     _sweep()
+    if groups is not None:
+        said = ([f"the sandbox ended it: {broken}"] if broken else []) + groups.events()
+        groups.remove()
+        if said:
+            report += " " + "; ".join(said)
     try:
-        os.write(status, report.encode())
+        os.write(status, report.encode()[:1000])
     except OSError:
         pass
     os._exit(0)
@@ -454,9 +569,11 @@ def warm_up() -> None:
     torch.autograd.grad([context, weights], [x], [torch.ones_like(context), torch.ones_like(weights)])
 
 
-def template(listen: int) -> None:
-    """Fork a worker for every connection on `listen`; the connection brings four fds
-    (socket, stdout, stderr, status) and gets the new worker's pid back."""
+def template(listen: int, enforced: dict | None = None) -> None:
+    """Fork a worker for every request on `listen`, a descriptor inherited from the parent that
+    started the template (no path names it, so nothing else can reach it). A request is one message
+    carrying five fds (socket, stdout, stderr, status, reply); the new worker's pid goes back on reply.
+    With `enforced` (a grading template) every worker is sandboxed on those limits."""
     import numpy  # noqa: F401 - imported once here: every forked worker starts warm
     import torch  # noqa: F401
 
@@ -466,32 +583,30 @@ def template(listen: int) -> None:
     server = socket.socket(fileno=listen)
     while True:
         try:
-            connection, _ = server.accept()
+            message, fds, _, _ = socket.recv_fds(server, 16, 5)
         except OSError:
             return
-        with connection:
-            try:
-                _, fds, _, _ = socket.recv_fds(connection, 16, 4)
-            except OSError:
-                continue
-            if len(fds) != 4:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            pid = os.fork()
-            if pid == 0:
-                server.close()
-                connection.close()
-                _become_worker(*fds)
+        if not message and not fds:
+            return  # every sender has gone
+        if len(fds) != 5:
             for fd in fds:
                 os.close(fd)
-            try:
-                connection.sendall(str(pid).encode())
-            except OSError:
-                pass
+            continue
+        pid = os.fork()
+        if pid == 0:
+            server.close()
+            os.close(fds[4])
+            _become_worker(*fds[:4], enforced=enforced)
+        for fd in fds[:4]:
+            os.close(fd)
+        try:
+            os.write(fds[4], str(pid).encode())
+        except OSError:
+            pass
+        os.close(fds[4])
 
 
-def _become_worker(sock: int, stdout: int, stderr: int, status: int) -> None:
+def _become_worker(sock: int, stdout: int, stderr: int, status: int, enforced: dict | None = None) -> None:
     try:
         os.setsid()
         os.dup2(stdout, 1)
@@ -501,7 +616,11 @@ def _become_worker(sock: int, stdout: int, stderr: int, status: int) -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        start(sock, status)
+        # nothing of the template's stays open in the worker but what it was given
+        keep = sorted({0, 1, 2, sock, status})
+        for low, high in zip(keep, [*keep[1:], 1 << 20]):
+            os.closerange(low + 1, high)
+        start(sock, status, enforced)
     finally:
         os._exit(70)
 
@@ -515,8 +634,10 @@ def main(argv: list[str]) -> None:
         start(int(argv[1]), int(argv[2]))
     elif len(argv) == 2 and argv[0] == "--template":
         template(int(argv[1]))
+    elif len(argv) == 4 and argv[0] == "--template" and argv[2] == "--grading":
+        template(int(argv[1]), json.loads(argv[3]))
     else:
-        sys.exit("usage: shim.py --serve SOCKET_FD STATUS_FD | --template LISTEN_FD")
+        sys.exit("usage: shim.py --serve SOCKET_FD STATUS_FD | --template REQUEST_FD [--grading LIMITS_JSON]")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ class WireError(ValueError):
     """A frame is malformed: wrong sizes, unknown tags or dtypes, or not JSON."""
 
 
+class FrameError(WireError):
+    """The byte stream itself is malformed (a header out of bounds, a document that is not a JSON object,
+    a frame that stopped arriving): nothing after it can be read in step, so its sender is ended."""
+
+
 # ---------------------------------------------------------------------------- framing
 def send(fd: int, document: Any, buffers: list[bytes] = ()) -> None:
     """Write one frame to a file descriptor (blocking)."""
@@ -77,14 +82,20 @@ class Reader:
     def feed(self, chunk: bytes) -> None:
         self._data += chunk
 
-    def frame(self) -> tuple[Any, list[bytes]] | None:
-        """The next complete frame as (document, buffers), or None if more bytes are needed."""
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet taken as a frame: a frame has started when this is not 0."""
+        return len(self._data)
+
+    def frame(self) -> tuple[dict, list[bytes]] | None:
+        """The next complete frame as (document, buffers), or None if more bytes are needed. Every message
+        is a JSON object: anything else is a FrameError, as are sizes out of bounds."""
         data = self._data
         if len(data) < HEADER.size:
             return None
         text_length, count = HEADER.unpack_from(data)
         if text_length > MAX_DOCUMENT or count > 4096:
-            raise WireError(f"frame header announces {text_length} bytes of JSON and {count} buffers")
+            raise FrameError(f"frame header announces {text_length} bytes of JSON and {count} buffers")
         position = HEADER.size + text_length
         if len(data) < position:
             return None
@@ -95,7 +106,7 @@ class Reader:
             (length,) = LENGTH.unpack_from(data, position)
             total += length
             if total > self._max:
-                raise WireError(f"frame announces more than {self._max} bytes of arrays")
+                raise FrameError(f"frame announces more than {self._max} bytes of arrays")
             position += LENGTH.size
             if len(data) < position + length:
                 return None
@@ -103,8 +114,10 @@ class Reader:
             position += length
         try:
             document = json.loads(bytes(data[HEADER.size:HEADER.size + text_length]))
-        except ValueError as error:
-            raise WireError(f"frame is not JSON: {error}") from None
+        except (ValueError, RecursionError) as error:  # RecursionError: "[[[[..." nested past the parser's stack
+            raise FrameError(f"frame is not JSON: {str(error)[:200]}") from None
+        if not isinstance(document, dict):
+            raise FrameError(f"frame holds a JSON {type(document).__name__}, not an object")
         del data[:position]
         return document, buffers
 
