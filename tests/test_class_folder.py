@@ -97,3 +97,27 @@ def test_a_batch_grades_a_downloaded_name_and_gives_every_other_entry_a_row(tmp_
         check_gradescope(json.loads((out / student / "results.json").read_text()))
         assert why in (out / student / "feedback.md").read_text()
     assert not list((out / "link.py").glob("*.xml"))  # no judge ran for it: nothing of the link was opened
+
+
+def test_a_judge_killed_at_the_time_limit_leaves_no_temporary_files(tmp_path):
+    """A judge past the batch's --timeout dies with its process group before its own cleanup runs: the
+    temporary folder it was given (where its worker's scratch dir lies) is removed all the same."""
+    from conformance.judge.forking import Judge, run_all
+
+    hang = tmp_path / "test_hang.py"
+    hang.write_text("import os, tempfile, time\n\n\ndef test_hang():\n"
+                    "    open(os.path.join(tempfile.gettempdir(), 'scratch-file'), 'w').close()\n"
+                    "    time.sleep(60)\n")
+    scratch = tmp_path / "judge-tmp"
+    scratch.mkdir()
+    seen: list[bool] = []
+
+    def poll() -> None:
+        seen.append((scratch / "scratch-file").exists())
+
+    judge = Judge(["-q", "-p", "no:cacheprovider", str(hang)], tmp_path / "log.txt", scratch=scratch)
+    ended: list[Judge] = []
+    run_all([judge], jobs=1, timeout=4, finished=ended.append, tick=poll)
+    assert ended == [judge] and judge.timed_out
+    assert any(seen), "the judge wrote no file into its temporary folder: the test proves nothing"
+    assert not scratch.exists()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ class Judge:
 
     arguments: list[str]
     log: Path
+    scratch: Path | None = None  # its temporary files (a worker's scratch dir) go here; removed when it ends
     pid: int = 0
     started: float = 0.0
     seconds: float = 0.0
@@ -64,6 +67,8 @@ def _child(judge: Judge) -> None:
     code = 70  # EX_SOFTWARE, if anything below fails before pytest reports
     try:
         os.setpgrp()  # its own process group, so a timeout ends the judge and the worker template's child
+        if judge.scratch is not None:
+            os.environ["TMPDIR"] = tempfile.tempdir = str(judge.scratch)
         log = os.open(judge.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
@@ -114,4 +119,6 @@ def run_all(
             if ended:
                 judge.status, judge.seconds = status, elapsed
                 del running[pid]
+                if judge.scratch is not None:  # also when the judge was killed before its own cleanup
+                    shutil.rmtree(judge.scratch, ignore_errors=True)
                 finished(judge)

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +276,9 @@ def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, 
             done.append(submission)
             _print_row(submission.row)
         else:
-            submission.judge = Judge(_arguments(submission, options, template), submission.reports / "log.txt")
+            # its own temporary folder, removed by run_all however the judge ends (its worker's scratch dir)
+            submission.judge = Judge(_arguments(submission, options, template), submission.reports / "log.txt",
+                                     scratch=Path(tempfile.mkdtemp(prefix="attention-judge-")))
     by_judge = {id(s.judge): s for s in gradable}
 
     def finished(judge: Judge) -> None:
