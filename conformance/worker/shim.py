@@ -31,6 +31,7 @@ import inspect
 import json
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -501,7 +502,6 @@ def _outer(inner: int, status: int, sock: int, groups: "cgroups.Groups | None") 
     """The keeper: wait for the inner process, killing it if the judge goes away (its end of the socket
     closes) or the watchdog finds a limit broken; then end every leftover descendant, remove the groups
     and report how the inner process ended."""
-    import select
 
     signal.signal(signal.SIGTERM, lambda *_: os.kill(inner, signal.SIGKILL))
     watch = select.poll()
@@ -581,7 +581,12 @@ def template(listen: int, enforced: dict | None = None) -> None:
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     server = socket.socket(fileno=listen)
+    parent = os.getppid()
     while True:
+        if not select.select([server], [], [], 1.0)[0]:
+            if os.getppid() != parent:  # the grader is gone (datagrams never say so themselves)
+                return
+            continue
         try:
             message, fds, _, _ = socket.recv_fds(server, 16, 5)
         except OSError:
