@@ -54,6 +54,7 @@ CORRECT = {
     "nn.Module adapter": ("tests.variants.correct.module:ModuleAdapter", AUTOGRAD),
     "nn.MultiheadAttention": ("tests.variants.correct.torch_mha:MHAAdapter", AUTOGRAD),
     "float64 inside": ("tests.variants.correct.float64_internal", AUTOGRAD),
+    "reentrant checkpointing": ("tests.variants.correct.checkpointed", AUTOGRAD),
     "causal-only decoder": ("tests.variants.correct.causal_decoder", ("CAUSAL-MASK", "SYM-EQUIVARIANT",
                                                                        "MH-HEADS", *AUTOGRAD)),
     # the kernel section: SDPA itself, with no adapter code; a flash-style tiled kernel; the mutants' base

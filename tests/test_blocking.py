@@ -91,3 +91,38 @@ def test_every_prerequisite_with_a_detector_is_a_clause_and_end_to_end_clauses_b
         assert clause.id not in clause.prerequisites
         if clause.end_to_end:
             assert not clause.prerequisites, clause.id
+
+
+def _stable_blocked_then_softmax_records() -> list[tuple[str, TestRecord]]:
+    """The softmax without the max shift: WEIGHTS-STABLE's own example was set aside for API-DETERMINISTIC (which
+    passes), so WEIGHTS-STABLE fails once that is decided; the softmax test's large-score examples were set
+    aside for WEIGHTS-STABLE, and that block stands."""
+    return [
+        ("API-DETERMINISTIC", TestRecord("deterministic", "passed")),
+        ("WEIGHTS-STABLE", TestRecord("stable", BLOCKED, "blocked by API-DETERMINISTIC: ...",
+                                      blocker="API-DETERMINISTIC",
+                                      blocks=(("API-DETERMINISTIC", "weights are NaN for scores of 1e4"),))),
+        ("WEIGHTS-SOFTMAX", TestRecord("softmax", BLOCKED, "blocked by WEIGHTS-STABLE: NaN", blocker="WEIGHTS-STABLE",
+                                       blocks=(("WEIGHTS-STABLE", "weights[0, 1] is nan"),))),
+        ("CONTEXT-MIX", TestRecord("mix", "passed", blocks=(("WEIGHTS-STABLE", "context is nan"),))),
+    ]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reversed"])
+def test_blocks_are_decided_on_the_finished_run_whatever_the_order(reverse):
+    """Issue 17: a clause judged before its blocker's fate was decided took the blocker for healthy. The blocker's
+    own set-aside example is decided first; then the blocks in its name stand, in whichever order the tests ran."""
+    records = _stable_blocked_then_softmax_records()
+    verdicts = _verdicts(*(reversed(records) if reverse else records))
+    assert verdicts["WEIGHTS-STABLE"][0] == "failed" and "API-DETERMINISTIC passes its own tests" in verdicts[
+        "WEIGHTS-STABLE"][1]
+    assert verdicts["WEIGHTS-SOFTMAX"] == (BLOCKED, "blocked by WEIGHTS-STABLE: NaN")
+    assert verdicts["CONTEXT-MIX"][0] == "passed"
+
+
+def test_a_block_by_a_clause_that_was_not_run_says_so():
+    verdicts = _verdicts(("WEIGHTS-SOFTMAX", TestRecord("softmax", BLOCKED, "blocked by WEIGHTS-STABLE: NaN",
+                                                        blocker="WEIGHTS-STABLE",
+                                                        blocks=(("WEIGHTS-STABLE", "weights[0, 1] is nan"),))))
+    verdict, reason = verdicts["WEIGHTS-SOFTMAX"]
+    assert verdict == "failed" and "WEIGHTS-STABLE was not run" in reason

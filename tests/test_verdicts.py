@@ -118,3 +118,13 @@ def test_misbehaving_functions_fail_their_clauses_and_the_rest_still_runs(suite,
     assert "returned a str" in run.reason("MH-LAYOUT")
     assert run.verdict("API-QUIET") == "failed" and "printed" in run.reason("API-QUIET")
     assert "Traceback" not in run.output
+
+
+def test_the_exit_status_follows_a_verdict_decided_after_the_tests_ran(suite):
+    """A softmax without the max shift, judged on WEIGHTS-SOFTMAX alone: its examples with large scores are set
+    aside for WEIGHTS-STABLE, which is not run, so the block does not stand and they count as failures once
+    every test has run; pytest saw no failing test, the exit status must still say 'does not conform'."""
+    run = suite("tests/submissions/olivia.py", "-k", "softmax_over_keys")
+    assert run.report["verdict"] == "does not conform", run.output[-2000:]
+    assert "0 failed" not in run.output and " failed" not in run.output.splitlines()[-1]  # pytest's own count
+    assert run.returncode == 1

@@ -20,7 +20,16 @@ from conformance.judge.assertions import ClauseFailure, assert_matches, check_sh
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.fitting import fit_scale, implied_scale
 from conformance.judge.strategies import Inputs, KernelProblem, Problem
-from conformance.judge.tolerance import Expected, OutOfRange, dot_scale, expected, scales
+from conformance.judge.tolerance import (
+    Expected,
+    OutOfRange,
+    dot_scale,
+    expected,
+    permute_tokens,
+    restore_tokens,
+    scales,
+    token_orders,
+)
 
 FUNCTION_OF = {
     "self": "self_attention",
@@ -142,6 +151,25 @@ class Case:
             context = oracle.concat_heads(context, i.w_o)
         return context, weights
 
+    def _plain_orders(self, plain: Inputs, alpha: float | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The plain reference's outputs in several summation orders (tokens permuted, results put back), so
+        that the baseline is not one order's luck on a long reduction. A causal mask ties the order: one only."""
+        p = self.problem
+        orders = [None] if self.causal else token_orders(p.n_q, p.n_kv, p.seed, same=p.kind != "cross")
+        contexts, weights = [], []
+        for order in orders:
+            if order is None:
+                context, weight = self._oracle(plain, alpha)
+            else:
+                q, kv = order
+                moved = replace(plain, x_q=permute_tokens(plain.x_q, q), x_kv=permute_tokens(plain.x_kv, kv))
+                context, weight = self._oracle(moved, alpha)
+                context = restore_tokens(context, q)
+                weight = restore_tokens(restore_tokens(weight, q), kv, dim=-1)
+            contexts.append(context)
+            weights.append(weight)
+        return contexts, weights
+
     @property
     def exact(self) -> Inputs:
         i = self.inputs
@@ -159,7 +187,7 @@ class Case:
             exact = self.exact
             plain = self.inputs.to(device="cpu", dtype=DTYPES[dtype])
             ref_context, ref_weights = self._oracle(exact, alpha)
-            base_context, base_weights = self._oracle(plain, alpha)
+            base_context, base_weights = self._plain_orders(plain, alpha)
             s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v, alpha)
             context_scale = s.context
             if self.problem.kind == "concat" and exact.w_o is not None:
@@ -199,7 +227,8 @@ def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     return [None if t is None else t.detach().cpu() for t in tensors]
 
 
-def expect_output(name: str, exact: torch.Tensor, plain: torch.Tensor, dtype: str, scale: float) -> Expected:
+def expect_output(name: str, exact: torch.Tensor, plain: torch.Tensor | list[torch.Tensor], dtype: str,
+                  scale: float) -> Expected:
     """The policy's expectation of one output (float64 reference, plain same-dtype baseline); an input the
     dtype cannot compute at all is not a fair example and is discarded."""
     try:

@@ -53,7 +53,7 @@ from conformance.judge.secret import (
 from conformance.judge.workers import Limits, grading_config, plain_config
 from conformance.teaching import pictures
 from conformance.teaching.diagnosis import diagnose
-from conformance.teaching.feedback import Outcome, write
+from conformance.teaching.feedback import INTEGRITY, Outcome, write
 from conformance.teaching.forbidden import scan
 from conformance.teaching.forbidden import tainted as forbidden_functions
 from conformance.teaching.rubric import Rubric, RubricError, load_rubric
@@ -64,6 +64,7 @@ BACKEND = pytest.StashKey[Backend]()
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
 RUBRIC = pytest.StashKey[Rubric]()
+VERDICT = pytest.StashKey[str]()  # the run's verdict ('conforms', ...), known once every test has run
 SECRET = pytest.StashKey[str]()  # the course secret this run draws its examples from; '' for none
 EXAMPLES = pytest.StashKey[str]()  # what the report says about the examples (secret.FROM_SECRET, ...)
 
@@ -419,6 +420,21 @@ def _pictures(config: pytest.Config, implementation: Implementation | None, outc
     return views, notes
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """The exit status follows the verdict, which is only known once every test has run (a set-aside example
+    whose blocker passed its own tests is a failure then): 1 when it does not conform, 0 when it conforms
+    (a SHOULD clause that failed does not change it). Outermost, so it runs after the verdict table."""
+    result = yield
+    verdict = session.config.stash.get(VERDICT, None)
+    if verdict is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        if verdict == "conforms":
+            session.exitstatus = pytest.ExitCode.OK
+        elif verdict in ("does not conform", INTEGRITY):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     collector = config.stash[COLLECTOR]
     if not collector or not collector.outcomes:
@@ -442,6 +458,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         load_notes=implementation.load_notes if implementation else [],
         examples=config.stash.get(EXAMPLES, ""),
     )
+    config.stash[VERDICT] = outcome.verdict
     views, drawn_notes = _pictures(config, implementation, outcome, [v.id for v in verdicts if v.verdict == "failed"])
     reveal = config.getoption("reveal_hidden")
     outputs = {

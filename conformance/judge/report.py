@@ -102,37 +102,79 @@ class Collector:
 def _unblock(by_clause: dict[str, list[TestRecord]]) -> None:
     """A block stands only while its blocker is down: failed, or itself blocked by a clause that is down.
 
-    Blocks are claims made by detectors on single examples; the blocking clause's own tests decide.
-    A clause blocked by a clause that is down is down too (weights that are no softmax because the
-    projection is wrong), but clauses blocking each other with no failure behind them are not. A
-    test that passed on its other examples, or was blocked, with an example set aside for a clause
-    that is not down, becomes failed with that example's failure. This only adds failures, so
-    repeating until nothing changes terminates.
+    Blocks are claims made by detectors on single examples; the blocking clause's own tests decide, once
+    every test has run. A clause blocked by a clause that is down is down too (weights that are no softmax
+    because the projection is wrong). A test that passed on its other examples, or was blocked, with an
+    example set aside for a clause that is not down, becomes failed with that example's failure.
+
+    Such a conversion can bring its own clause down, and with it the blocks others made in its name, so a
+    block is decided only once its blocker's own fate is: first the blocks on clauses that stay up (no test
+    of theirs is waiting), then, where clauses wait only on each other, a cycle of blocks with no failure
+    behind it (each claiming the other is the cause), whose members all fail. The result depends on the
+    outcomes alone, never on the order the tests ran in. This only adds failures, so it terminates.
     """
-    changed = True
-    while changed:
-        changed = False
-        down = {c for c, tests in by_clause.items() if any(t.outcome == "failed" for t in tests)}
-        growing = True
-        while growing:  # least fixpoint: a cycle of blocks with no failure behind it stays up
-            growing = False
-            for clause_id, tests in by_clause.items():
-                if clause_id not in down and any(t.outcome == BLOCKED and t.blocker in down for t in tests):
-                    down.add(clause_id)
-                    growing = True
-        for tests in by_clause.values():
+    while True:
+        down = _down(by_clause)
+        pending: dict[str, dict[int, list[tuple[str, str]]]] = {}  # clause -> test -> its unresolved blocks
+        for clause_id, tests in by_clause.items():
             for index, test in enumerate(tests):
-                if test.outcome not in (BLOCKED, "passed"):
-                    continue
                 unresolved = [(by, failure) for by, failure in test.blocks if by not in down]
-                if unresolved:
-                    by, failure = unresolved[0]
-                    tests[index] = replace(
-                        test, outcome="failed",
-                        message=f"{failure}\n(this looked like a {by} problem, but {by} passes its own tests, "
-                        f"so it counts against this clause)",
-                    )
-                    changed = True
+                if test.outcome in (BLOCKED, "passed") and unresolved:
+                    pending.setdefault(clause_id, {})[index] = unresolved
+        if not pending:
+            return
+        decided: list[tuple[str, int, tuple[str, str]]] = []
+        for clause_id, waiting in pending.items():  # blocks on a clause that stays up: decided now
+            for index, blocks in waiting.items():
+                settled = [(by, failure) for by, failure in blocks if by not in pending]
+                if settled:
+                    decided.append((clause_id, index, settled[0]))
+        if not decided:  # only waits on each other: the cycles that wait on nothing else fail together
+            edges = {c: {by for blocks in w.values() for by, _ in blocks} for c, w in pending.items()}
+            reach = {c: _reachable(c, edges) for c in edges}
+            for clause_id, waiting in pending.items():
+                if all(clause_id in reach[other] for other in reach[clause_id]):  # a sink of the graph
+                    decided += [(clause_id, index, blocks[0]) for index, blocks in waiting.items()]
+        for clause_id, index, (by, failure) in decided:
+            why = _why_up(by_clause.get(by, []))
+            by_clause[clause_id][index] = replace(
+                by_clause[clause_id][index], outcome="failed",
+                message=f"{failure}\n(this looked like a {by} problem, but {by} {why}, so it counts against this "
+                        f"clause)",
+            )
+
+
+def _why_up(tests: list[TestRecord]) -> str:
+    """Why a blocking clause is not down, for the message of the failure its block turns back into."""
+    if any(t.outcome == "passed" for t in tests):
+        return "passes its own tests"
+    if tests:
+        return "does not fail its own tests"
+    return "was not run (its tests were deselected)"
+
+
+def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for following in edges.get(todo.pop(), ()):
+            if following not in seen:
+                seen.add(following)
+                todo.append(following)
+    return seen
+
+
+def _down(by_clause: dict[str, list[TestRecord]]) -> set[str]:
+    """The clauses that fail their own tests, and those blocked by one of them (least fixpoint: a cycle of
+    blocks with no failure behind it stays up)."""
+    down = {c for c, tests in by_clause.items() if any(t.outcome == "failed" for t in tests)}
+    growing = True
+    while growing:
+        growing = False
+        for clause_id, tests in by_clause.items():
+            if clause_id not in down and any(t.outcome == BLOCKED and t.blocker in down for t in tests):
+                down.add(clause_id)
+                growing = True
+    return down
 
 
 def _aggregate(tests: list[TestRecord]) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from conformance.judge.capabilities import DTYPES
 from conformance.judge.cases import FUNCTION_OF, Case, assert_outputs_match, draw_kind
 from conformance.judge.pytest_plugin import skip_without_cuda
 from conformance.judge.strategies import MIXED_LOGITS, problems
-from conformance.judge.tolerance import expected, scales
+from conformance.judge.tolerance import expected, permute_tokens, restore_tokens, scales, token_orders
 
 GRAD_KINDS = ("self", "cross", "multihead")
 
@@ -70,38 +70,62 @@ def test_gradcheck_in_float64(implementation, device, data):
 @given(data=st.data())
 def test_gradients_match_the_reference(implementation, device, dtype, data):
     kind = draw_kind(data, implementation, GRAD_KINDS)
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+    check_gradients(Case(implementation, data.draw(problems(kind), label="problem"), dtype, device))
+
+
+def check_gradients(case: Case) -> None:
+    """NUM-GRADIENTS on one case: the implementation's gradients of context·u (u random) against the float64
+    reference's, within the policy (the plain baseline's error in several summation orders: a gradient is a
+    long reduction over the queries or keys)."""
+    implementation, kind = case.implementation, case.problem.kind
     with judged(case):
         alpha = _forward_scale(case)
         arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
         out = implementation.attention(case.function, *arguments, causal=case.causal)
         generator = torch.Generator().manual_seed(case.problem.seed + 5)
         upstream = torch.randn(out.context.shape, generator=generator, dtype=torch.float64)
-        try:
-            grads = torch.autograd.grad((out.context * upstream.to(out.context)).sum(), arguments, allow_unused=True)
+        try:  # backward() into fresh leaves, as training code does (reentrant checkpointing refuses .grad())
+            (out.context * upstream.to(out.context)).sum().backward()
         except RuntimeError as error:
             fail(f"backward through {case.function} failed: {error}")
+        grads = [a.grad for a in arguments]
 
-        def reference_grads(dtype_: torch.dtype):
-            inputs = [a.detach().to("cpu", dtype_).requires_grad_() for a in case.arguments()]
+        def reference_grads(dtype_: torch.dtype, order=None) -> list[torch.Tensor]:
+            inputs = [a.detach().to("cpu", dtype_) for a in case.arguments()]
+            seen = upstream
+            if order is not None:  # the same gradients, summed over the tokens in another order
+                q, kv = order
+                inputs = ([permute_tokens(inputs[0], q), permute_tokens(inputs[1], kv), *inputs[2:]] if kind == "cross"
+                          else [permute_tokens(inputs[0], q), *inputs[1:]])
+                seen = permute_tokens(upstream, q)
+            inputs = [i.requires_grad_() for i in inputs]
             x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
             w_q, w_k, w_v = inputs[-3:]
             context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, case.causal, alpha=alpha)
-            return torch.autograd.grad((context * upstream.to(dtype_)).sum(), inputs)
+            result = list(torch.autograd.grad((context * seen.to(dtype_)).sum(), inputs))
+            if order is not None:
+                result[0] = restore_tokens(result[0], q)
+                if kind == "cross":
+                    result[1] = restore_tokens(result[1], kv)
+            return result
 
-        exact, plain = reference_grads(torch.float64), reference_grads(DTYPES[dtype])
+        p = case.problem
+        orders = [None] if case.causal else token_orders(p.n_q, p.n_kv, p.seed, same=kind != "cross")
+        exact = reference_grads(torch.float64)
+        plain = [reference_grads(DTYPES[case.dtype], order) for order in orders]
         s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])),
                    alpha=alpha)
         # gradients are small differences of large terms (the softmax Jacobian): their rounding follows the
         # largest gradient of the problem, so the floor does too (a gradient that is exactly 0 in float64
         # is still computed as a rounding-sized number by a correct backward pass)
         scale = max(ref.abs().max().item() for ref in exact) * s.weights
-        for name, grad, ref, base in zip(_argument_names(case), grads, exact, plain):
+        for index, (name, grad, ref) in enumerate(zip(_argument_names(case), grads, exact)):
             if grad is None:
                 if not ref.abs().max().item() > 0:
                     continue  # nothing should reach it (one key: the weights are constant 1), and nothing does
                 fail(f"no gradient reaches {name}: the computation is cut off from it (detach, numpy, .item())")
-            assert_matches(grad, expected(f"d(context)/d({name})", ref, base, dtype, scale),
+            baselines = [grads_in_order[index] for grads_in_order in plain]
+            assert_matches(grad, expected(f"d(context)/d({name})", ref, baselines, case.dtype, scale),
                            f"gradient of {case.function}")
 
 

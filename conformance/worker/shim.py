@@ -169,8 +169,11 @@ class Worker:
             with torch.enable_grad(), loader.discarded_output(document.get("quiet") is True):
                 outputs = wire.tensors(function(*args, **kwargs))
                 pairs = [(o, c) for o, c in zip(outputs, cotangents) if c is not None and o.requires_grad]
-                grads = torch.autograd.grad([o for o, _ in pairs], inputs, [c.to(o) for o, c in pairs],
-                                            allow_unused=True) if pairs else [None] * len(inputs)
+                # backward() into the fresh leaves, as training code takes gradients: modules built on reentrant
+                # checkpointing refuse torch.autograd.grad(), and their gradients are judged all the same
+                if pairs:
+                    torch.autograd.backward([o for o, _ in pairs], [c.to(o) for o, c in pairs])
+                grads = [t.grad for t in inputs]
         except BaseException as error:  # noqa: BLE001
             self.reply({"ok": False, "error": _error(error)})
             return
