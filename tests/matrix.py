@@ -106,12 +106,25 @@ class Entry:
         return "conforms" if self.correct else "rejected by " + ", ".join(self.expected)
 
 
+# Mistakes written as plain attention functions, with no step functions for the detectors to call: the blame
+# must come from the functions' own outputs (tests/variants/mistakes/): target, the clause, what it truly breaks
+FUNCTION_MUTANTS = {
+    "functions: softmax without the max shift": ("tests.variants.mistakes.unshifted_softmax", ("WEIGHTS-STABLE",), {}),
+    "functions: squeezed scores": ("tests.variants.mistakes.squeezed_scores", ("API-SHAPES",), {}),
+    "functions: W_Q and W_K swapped": ("tests.variants.mistakes.swapped_roles", ("PROJ-ROLES",), {
+        "API-SHAPES": "queries from W_K need x_q to have W_K's input width: cross-attention raises when d_in ≠ d_in_kv",
+    }),
+}
+
+
 def entries() -> list[Entry]:
     correct = {**CORRECT, **(JAX if HAS_JAX else {})}
     result = [Entry(name, target, (), required) for name, (target, required) in correct.items()]
     for mutant in mistakes.MISTAKES:
         result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches),
                             may_fail=tuple(mutant.breaks)))
+    for name, (target, catches, breaks) in FUNCTION_MUTANTS.items():
+        result.append(Entry(name, target, catches, may_fail=tuple(breaks)))
     return result
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 import spec
 
 ALL_PASS_EXCEPT = {"NUM-DEVICES"}  # no CUDA on the machines this runs on by default
@@ -128,3 +130,13 @@ def test_the_exit_status_follows_a_verdict_decided_after_the_tests_ran(suite):
     assert run.report["verdict"] == "does not conform", run.output[-2000:]
     assert "0 failed" not in run.output and " failed" not in run.output.splitlines()[-1]  # pytest's own count
     assert run.returncode == 1
+
+
+@pytest.mark.parametrize("mistake", ["tests/submissions/olivia.py", "tests.variants.mistakes.swapped_roles"])
+def test_the_verdict_table_does_not_depend_on_the_order_the_tests_run_in(suite, mistake):
+    """Blocks are decided on the finished run: the same table with the tests run in reverse."""
+    forward = suite(mistake, "--profile", "fast")
+    backward = suite(mistake, "--profile", "fast", "-p", "tests.reverse_order")
+    table = lambda run: {c["id"]: (c["verdict"], c["reason"]) for c in run.report["clauses"]}  # noqa: E731
+    assert forward.report["verdict"] == "does not conform"
+    assert table(backward) == table(forward)

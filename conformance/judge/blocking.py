@@ -33,7 +33,7 @@ import spec
 from conformance.judge import oracle
 from conformance.judge.adapter import ImplementationError
 from conformance.judge.assertions import ClauseFailure, assert_matches, assert_rows_stochastic, matches
-from conformance.judge.cases import Case, expect_projection, expect_scores, shapes
+from conformance.judge.cases import Call, Case, expect_projection, expect_scores, shapes
 from conformance.judge.strategies import Inputs
 from conformance.judge.tolerance import max_abs_error
 
@@ -79,6 +79,17 @@ def blocked(by: str, why: str, failure: str = "") -> NoReturn:
     if _state.failed or len(_state.blocks) < MAX_BLOCKED:
         reject()
     pytest.skip(f"{BLOCKED_PREFIX}{by}: {why}")
+
+
+def returned_or_set_aside(calls: list[Call]) -> list[Call]:
+    """The calls that returned. When every function raised on the example, it tells an interface clause
+    (dtype, device, purity, determinism, quiet) nothing: it is set aside for API-SHAPES (which checks that
+    valid inputs give results) and others are drawn; the test is blocked only when none can be found."""
+    good = [c for c in calls if not c.error]
+    if calls and not good:
+        failure = f"no function returned a result; {calls[0].error}"
+        blocked("API-SHAPES", f"every function raised on these inputs ({str(calls[0].error)[:200]})", failure)
+    return good
 
 
 def parse_block(reason: str) -> tuple[str, str] | None:
@@ -277,6 +288,32 @@ def _roles(case: Case) -> str | None:
         bound = case.expected().context.allowed + other.expected().context.allowed
         if moved > 10 * bound and max_abs_error(changed.context, out.context.detach().to("cpu", torch.float64)) <= bound:
             return f"{case.function}'s context does not change when W_V changes: the values must come from W_V"
+    return _query_key_roles(case)
+
+
+def _query_key_roles(case: Case) -> str | None:
+    """The weights are softmax(α·ω′) for scores ω′ built from the given weights in other roles (W_Q and W_K
+    swapped, which for self-attention is the transposed ω; keys or queries projected with another weight),
+    and not from W_Q and W_K: the roles are wrong, the softmax is not."""
+    weights = _weights(case)
+    if weights is None or not _finite(weights) or case.problem.kind not in ("self", "cross", "multihead"):
+        return None
+    out = case.run()
+    alpha = case.fitted_scale(out)
+    if alpha is not None and matches(out.weights, case.expected(alpha).weights):
+        return None  # W_Q and W_K in their roles explain the weights
+    i = case.inputs
+    named = {"W_Q": i.w_q, "W_K": i.w_k, "W_V": i.w_v}
+    for (q_name, w_q), (k_name, w_k) in itertools.product(named.items(), repeat=2):
+        if (q_name, k_name) == ("W_Q", "W_K") or w_q.shape[-1] != i.x_q.shape[-1] or w_k.shape[-1] != i.x_kv.shape[-1]:
+            continue
+        if w_q.shape[-2] != w_k.shape[-2]:
+            continue  # no scores from projections of different widths
+        other = case.with_inputs(Inputs(i.x_q, i.x_kv, w_q, w_k, i.w_v, i.w_o))
+        alpha = other.fitted_scale(out)
+        if alpha is not None and matches(out.weights, other.expected(alpha).weights):
+            return (f"{case.function}'s weights are softmax(α·ω) for queries projected with {q_name} and keys with "
+                    f"{k_name}, instead of W_Q and W_K")
     return None
 
 
@@ -299,8 +336,8 @@ def _softmax(case: Case) -> str | None:
     Not judged on multi-head calls, where ω depends on using each head's own weights (MH-HEADS').
     """
     weights = _weights(case)
-    if weights is None or case.problem.kind not in ("self", "cross"):
-        return None
+    if weights is None or case.problem.kind not in ("self", "cross") or not _finite(weights):
+        return None  # NaN or inf for finite inputs is WEIGHTS-STABLE's business, not a wrong softmax
     alpha = case.fitted_scale()
     if alpha is not None and matches(case.run().weights, case.expected(alpha).weights):
         return None
@@ -309,8 +346,8 @@ def _softmax(case: Case) -> str | None:
 
 def _probability(case: Case) -> str | None:
     weights = _weights(case)
-    if weights is None:
-        return None
+    if weights is None or not _finite(weights):
+        return None  # NaN or inf: WEIGHTS-STABLE's
     eps = torch.finfo(weights.dtype if weights.dtype.is_floating_point else torch.float64).eps
     allowed = case.expected().weights.allowed + case.problem.n_kv * eps
     try:
