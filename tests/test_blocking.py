@@ -9,7 +9,7 @@ import torch
 
 import spec
 from conformance.judge import oracle
-from conformance.judge.blocking import DETECTORS
+from conformance.judge.detectors import DETECTORS
 from conformance.judge.fitting import fit_scale, implied_scale
 from conformance.judge.report import BLOCKED, Collector, TestRecord
 
