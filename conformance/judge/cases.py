@@ -153,9 +153,9 @@ class Case:
 
     def _plain_orders(self, plain: Inputs, alpha: float | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The plain reference's outputs in several summation orders (tokens permuted, results put back), so
-        that the baseline is not one order's luck on a long reduction. A causal mask ties the order: one only."""
+        that the baseline is not one order's luck on a long reduction."""
         p = self.problem
-        orders = [None] if self.causal else token_orders(p.n_q, p.n_kv, p.seed, same=p.kind != "cross")
+        orders = token_orders(p.n_q, p.n_kv, p.seed, same=p.kind != "cross", causal=self.causal)
         contexts, weights = [], []
         for order in orders:
             if order is None:

@@ -81,12 +81,14 @@ def expected(name: str, reference: Tensor, baseline: Tensor | Sequence[Tensor], 
     return Expected(name, reference, dtype, baseline_error, scale, len(baselines))
 
 
-def token_orders(n_q: int, n_kv: int, seed: int, same: bool) -> list[tuple[Tensor, Tensor] | None]:
+def token_orders(n_q: int, n_kv: int, seed: int, same: bool, causal: bool) -> list[tuple[Tensor, Tensor] | None]:
     """Permutations of the queries and keys (None: as given) under which attention is the same computation
     in another summation order: reversed, and shuffled by `seed`. `same`: queries and keys are one sequence
-    (self-attention), permuted together."""
+    (self-attention), permuted together. A causal mask ties the order: as given only."""
     generator = torch.Generator().manual_seed(seed + 7)
     orders: list[tuple[Tensor, Tensor] | None] = [None]
+    if causal:
+        return orders
     for make in (lambda n: torch.arange(n - 1, -1, -1), lambda n: torch.randperm(n, generator=generator)):
         q = make(n_q)
         orders.append((q, q if same else make(n_kv)))

@@ -110,7 +110,7 @@ def check_gradients(case: Case) -> None:
             return result
 
         p = case.problem
-        orders = [None] if case.causal else token_orders(p.n_q, p.n_kv, p.seed, same=kind != "cross")
+        orders = token_orders(p.n_q, p.n_kv, p.seed, same=kind != "cross", causal=case.causal)
         exact = reference_grads(torch.float64)
         plain = [reference_grads(DTYPES[case.dtype], order) for order in orders]
         s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])),
