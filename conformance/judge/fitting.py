@@ -81,3 +81,37 @@ def implied_scale(weights: Tensor, scores: Tensor, usable: float = 1e-30) -> flo
     dl = torch.where(use, log_w - log_w.sum(-1, keepdim=True) / count, torch.zeros_like(s))
     denominator = (ds * ds).sum().item()
     return None if denominator <= 1e-300 else (ds * dl).sum().item() / denominator
+
+
+# ------------------------------------------------------------------ the scale in words (failure messages)
+USABLE_WEIGHT = 1e-30  # below this a weight carries no information about the scale
+
+
+def implied_inverse_scale(weights: Tensor, scores: Tensor) -> float | None:
+    """The α for which weights ≈ softmax(α·ω) row by row (least squares on log-weights), or None.
+
+    None when no row has two usable weights at different scores (e.g. n_kv = 1).
+    """
+    return implied_scale(weights, scores, USABLE_WEIGHT)
+
+
+def name_scale(divisor: float, dims: dict[str, int]) -> str:
+    """Describe a divisor of the scores in terms of the problem's dimensions ("d_k", "√d_v", ...)."""
+    candidates: dict[str, float] = {"1 (no scaling)": 1.0}
+    for name, value in dims.items():
+        if value == 1:  # indistinguishable from no scaling
+            continue
+        candidates[f"√{name}"] = math.sqrt(value)
+        candidates[name] = float(value)
+        candidates[f"1/√{name} (multiplied instead of divided)"] = 1 / math.sqrt(value)
+    matches = [name for name, value in candidates.items() if math.isclose(divisor, value, rel_tol=2e-3)]
+    return " = ".join(matches) if matches else "none of d_k, √d_k, √d_v, √d_in"
+
+
+def scale_hint(weights: Tensor, scores: Tensor, dims: dict[str, int]) -> str:
+    """A sentence on which scale the weights were computed with, or '' when it cannot be told."""
+    alpha = implied_inverse_scale(weights, scores)
+    if alpha is None or alpha <= 0:
+        return ""
+    divisor = 1 / alpha
+    return f"your weights fit softmax(ω / {divisor:.4g}), a divisor of {name_scale(divisor, dims)}; the spec divides by √d_k = {math.sqrt(dims['d_k']):.4g}"

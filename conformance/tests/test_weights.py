@@ -19,10 +19,10 @@ from conformance.judge.assertions import (
 )
 from conformance.judge.blocking import judged, judged_step, prerequisite
 from conformance.judge.capabilities import DTYPES
+from conformance.judge.fitting import scale_hint
 from conformance.judge.cases import Case, assert_outputs_match, expect_weights, fit_problem, fitted_weights_scale
 from conformance.judge.strategies import LARGE_LOGITS, problems, score_problems
 from conformance.judge.tolerance import Expected
-from conformance.teaching.diagnosis import scale_hint
 
 
 def _self_attention_scores(case: Case) -> torch.Tensor:
