@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import pytest
 
 import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL, parts
+from conformance.judge.invocation import suite_arguments
 from conformance.judge.profiles import PROFILES
 from conformance.judge.secret import withheld
 from conformance.judge.workers import plain_config, prestart
@@ -52,27 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pytest_arguments(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    # a fixed rootdir keeps test ids short and independent of where --impl points
-    rootdir = Path(__file__).with_name("tests")
-    arguments = ["--pyargs", "conformance.tests", f"--rootdir={rootdir}", "-p", "no:cacheprovider", "-q"]
-    # this process imported the suite before pytest could mark it for assertion rewriting; it uses none
-    arguments += ["--no-header", "-o", "addopts=", "-rfE", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    if args.impl:
-        arguments += ["--impl", args.impl]
-    if args.profile:
-        arguments += ["--conformance-profile", args.profile]
-    if args.json:
-        arguments += ["--conformance-json", args.json]
-    if args.call_timeout is not None:
-        arguments += ["--call-timeout", str(args.call_timeout)]
-    for option in ("rubric", "gradescope", "feedback", "plots"):
-        if getattr(args, option):
-            arguments += [f"--{option}", getattr(args, option)]
-    if getattr(args, "worker_template", None):
-        arguments += ["--worker-template", args.worker_template]
-    flags = (("--reveal-hidden", args.reveal_hidden), ("--grading", args.grading), ("--in-process", args.in_process))
-    arguments += [flag for flag, on in flags if on]
-    return arguments + extra
+    return suite_arguments({
+        "impl": args.impl, "conformance-profile": args.profile, "conformance-json": args.json,
+        "call-timeout": args.call_timeout, "rubric": args.rubric, "gradescope": args.gradescope,
+        "feedback": args.feedback, "plots": args.plots, "worker-template": getattr(args, "worker_template", None),
+        "reveal-hidden": args.reveal_hidden, "grading": args.grading, "in-process": args.in_process,
+    }, extra)
 
 
 def main(argv: list[str] | None = None) -> int:

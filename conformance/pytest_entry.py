@@ -1,5 +1,8 @@
-"""The pytest11 entry point: the suite's plugin (conformance.judge.pytest_plugin), loaded by every
-pytest run in the environment without taking `spec`, `golden` or `impl` from the run's own code.
+"""The pytest11 entry point: the suite's plugins, loaded by every pytest run in the environment
+without taking `spec`, `golden` or `impl` from the run's own code: the judge's
+(conformance.judge.pytest_plugin, this module's hooks) and, registered beside it, the teaching
+plugin (conformance.teaching.pytest_plugin: rubric, Gradescope, feedback, pictures), which adds to
+the judge only through the judge's hooks (conformance.judge.hooks).
 
 Importing the plugin pins those names to the suite's packages (conformance.parts); once it is
 imported they are released again, so a user's own tests in a folder holding spec.py get their own
@@ -17,6 +20,7 @@ import pytest
 
 from conformance import parts
 from conformance.judge import pytest_plugin as _plugin
+from conformance.teaching import pytest_plugin as _teaching
 
 # the plugin's hooks and fixtures, as attributes of the module pytest registers
 globals().update({name: value for name, value in vars(_plugin).items() if not name.startswith("__")})
@@ -24,6 +28,13 @@ parts.release()
 
 
 # (named apart, so that they never replace a hook of the same name in the plugin)
+@pytest.hookimpl(specname="pytest_addhooks")
+def pytest_teaching_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The teaching plugin, registered with the judge's: its options and hooks in every run."""
+    if not pluginmanager.is_registered(_teaching):
+        pluginmanager.register(_teaching, "attention-conformance-teaching")
+
+
 @pytest.hookimpl(tryfirst=True, specname="pytest_load_initial_conftests")
 def pytest_parts_load_initial_conftests(early_config: pytest.Config) -> None:
     """Before conftests and test modules import anything: keep the suite's parts if this run is the suite's."""

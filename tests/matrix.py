@@ -30,6 +30,7 @@ import spec
 from conformance import ENV_IMPL
 from conformance.cli import build_parser, pytest_arguments
 from conformance.judge.forking import Judge, run_all, warm_up
+from conformance.teaching.pytest_plugin import warm_up as warm_up_teaching
 from conformance.judge.workers import ENV_SPIN, Template
 from conformance.teaching import mistakes
 
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # workers fork from one template (warm torch), judges from this process (warm suite)
     template = Template()
     try:
+        warm_up_teaching()
         warm_up(args.profile)
         with tempfile.TemporaryDirectory() as scratch:
             judges = {id(e): judge_of(e, args.profile, Path(scratch), template.handle) for e in selected}

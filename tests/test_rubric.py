@@ -42,7 +42,7 @@ def outcome(rubric: Rubric = Rubric(), **kwargs) -> Outcome:
         verdict("API-DTYPE", "passed", "not claimed", reason="not claimed: dtype:float16"),  # option: ignored
         verdict("NUM-DEVICES", "unavailable", reason="unavailable: no CUDA device"),  # not counted
     ]
-    return Outcome("student.py", "", verdicts, rubric, **kwargs)
+    return Outcome("student.py", "", verdicts, rubric=rubric, **kwargs)
 
 
 def test_partial_credit_and_what_counts():

@@ -72,7 +72,7 @@ def test_a_clause_no_scoped_function_exercises_is_out_of_scope_and_shown_so():
     mask = clause_verdict("MASK-EXPLICIT", record("mask[cpu]", NOT_CLAIMED, "not claimed: attention_weights.mask"))
     concat = clause_verdict("MH-CONCAT", record("concat[cpu]", "passed", functions=("multihead_attention_concat",)))
     heads = clause_verdict("MH-HEADS", record("heads[cpu]", "passed", functions=("multihead_attention",)))
-    result = Outcome("homework.py", "", [mask, concat, heads], SCOPED)
+    result = Outcome("homework.py", "", [mask, concat, heads], rubric=SCOPED)
     scores = {s.clause.id: s for s in result.scores}
     assert scores["MASK-EXPLICIT"].excluded == OUT_OF_SCOPE and not scores["MASK-EXPLICIT"].counted
     assert scores["MH-CONCAT"].out_of_scope  # provided and passing, but not part of the assignment
@@ -159,7 +159,7 @@ def test_device_copies_and_unavailable_checks_count_the_same_everywhere():
         ]
 
     for rubric in (Rubric(), SCOPED):
-        cpu, gpu = Outcome("h.py", "", clauses(cuda=False), rubric), Outcome("h.py", "", clauses(cuda=True), rubric)
+        cpu, gpu = Outcome("h.py", "", clauses(cuda=False), rubric=rubric), Outcome("h.py", "", clauses(cuda=True), rubric=rubric)
         assert cpu.score() == gpu.score(), rubric
     assert Outcome("h.py", "", clauses(cuda=True)).score() == (1.5 + 0 + 1, 3 + 1 + 1)
     devices = next(s for s in Outcome("h.py", "", clauses(cuda=True)).scores if s.clause.id == "NUM-DEVICES")
@@ -207,7 +207,7 @@ def test_the_table_wraps_what_is_missing_instead_of_cutting_it():
 ])
 def test_the_feedback_heading_names_the_student(target, name):
     assert student_name(target) == name
-    heading = Outcome(target, "", [], Rubric(title="HW 4")).to_markdown().splitlines()[0]
+    heading = Outcome(target, "", [], rubric=Rubric(title="HW 4")).to_markdown().splitlines()[0]
     assert heading == f"# HW 4: feedback for {name}"
 
 
@@ -292,6 +292,6 @@ def test_the_same_homework_scores_the_same_with_and_without_cuda(homework):
     on_cuda = _as_on_a_cuda_machine(on_cpu)
     assert not any(t.outcome == UNAVAILABLE for v in on_cuda for t in v.tests)
     for rubric in (Rubric(), SCOPED):
-        cpu, cuda = Outcome("h.py", "", on_cpu, rubric).score(), Outcome("h.py", "", on_cuda, rubric).score()
+        cpu, cuda = Outcome("h.py", "", on_cpu, rubric=rubric).score(), Outcome("h.py", "", on_cuda, rubric=rubric).score()
         assert cpu == cuda, (rubric.functions, cpu, cuda)
-    assert Outcome("h.py", "", on_cuda, SCOPED).score()[0] == run.report["max_score"]
+    assert Outcome("h.py", "", on_cuda, rubric=SCOPED).score()[0] == run.report["max_score"]

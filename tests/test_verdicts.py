@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 import spec
+from tests.conftest import run_suite
 
 ALL_PASS_EXCEPT = {"NUM-DEVICES"}  # no CUDA on the machines this runs on by default
 
@@ -132,11 +133,29 @@ def test_the_exit_status_follows_a_verdict_decided_after_the_tests_ran(suite):
     assert run.returncode == 1
 
 
+def _table(run) -> dict[str, tuple[str, str]]:
+    return {c["id"]: (c["verdict"], c["reason"]) for c in run.report["clauses"]}
+
+
 @pytest.mark.parametrize("mistake", ["tests/submissions/olivia.py", "tests.variants.mistakes.swapped_roles"])
 def test_the_verdict_table_does_not_depend_on_the_order_the_tests_run_in(suite, mistake):
     """Blocks are decided on the finished run: the same table with the tests run in reverse."""
     forward = suite(mistake, "--profile", "fast")
     backward = suite(mistake, "--profile", "fast", "-p", "tests.reverse_order")
-    table = lambda run: {c["id"]: (c["verdict"], c["reason"]) for c in run.report["clauses"]}  # noqa: E731
     assert forward.report["verdict"] == "does not conform"
-    assert table(backward) == table(forward)
+    assert _table(backward) == _table(forward)
+
+
+def test_the_verdict_table_is_assembled_across_xdist_workers(suite, tmp_path):
+    """Under `-n 2` the tests run in two worker processes and the table is written by the controller,
+    from the records the reports carry: the same verdicts, reasons, diagnoses and exit status as one
+    process, and one table, not one per worker."""
+    pytest.importorskip("xdist", reason="unavailable: pytest-xdist is not installed (the test extra)")
+    mistake = "tests/submissions/olivia.py"
+    alone = suite(mistake, "--profile", "fast")
+    split = run_suite(tmp_path, mistake, "--profile", "fast", "-n", "2")  # xdist's workers inherit no template
+    assert split.report is not None, split.output[-3000:]
+    assert _table(split) == _table(alone)
+    assert split.report["diagnoses"] == alone.report["diagnoses"] and alone.report["diagnoses"]
+    assert split.returncode == alone.returncode == 1 and split.report["score"] == alone.report["score"]
+    assert split.output.count("VERDICT for") == 1

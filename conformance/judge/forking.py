@@ -39,23 +39,16 @@ class Judge:
 
 
 def warm_up(profile: str) -> None:
-    """Import everything a run needs once, in this parent, so each forked judge starts warm.
+    """Import everything the judge needs once, in this parent, so each forked judge starts warm (a plugin
+    above warms its own part: conformance.teaching.pytest_plugin.warm_up).
 
     The hypothesis profile is loaded first: settings given at decoration time inherit from it.
     """
     from hypothesis import settings
 
     import conformance.judge.pytest_plugin  # noqa: F401
-    import conformance.teaching.mistakes  # noqa: F401  (diagnosis)
     import conformance.tests
 
-    from conformance.teaching import pictures
-
-    if pictures.matplotlib_available():  # feedback draws with it
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
     settings.load_profile(f"conformance-{profile}")
     bound_shrinking(profile)  # in this parent: every forked judge inherits the bounds
     for module in sorted(Path(conformance.tests.__file__).parent.glob("test_*.py")):

@@ -3,17 +3,17 @@
 Options: --impl / ATTENTION_IMPL (the implementation under test, default: the
 bundled reference `impl`), --conformance-profile / CONFORMANCE_PROFILE
 (hypothesis profile: ci, fast, dev, thorough), --call-timeout (seconds per call
-into the implementation), --conformance-json PATH (verdicts, scores and
-diagnoses as JSON); for teaching: --rubric PATH, --gradescope PATH
-(results.json), --feedback PATH (Markdown for the student), --reveal-hidden,
---grading (the grading sandbox, with --memory-mb and --output-mb); for debugging
-a trusted implementation, --in-process. Under --conformance-profile grade, a course
-secret (the rubric's seed, or $CONFORMANCE_GRADING_SEED) draws the examples
+into the implementation), --conformance-json PATH (the report as JSON),
+--grading (the grading sandbox, with --memory-mb, --output-mb, --disk-mb, --cpus,
+--processes); for debugging a trusted implementation, --in-process. Under
+--conformance-profile grade, a course secret ($CONFORMANCE_GRADING_SEED, or what
+a plugin's pytest_conformance_course_seed gives) draws the examples
 (conformance.judge.secret).
 
 The implementation runs in a worker process (conformance.judge.workers); this
-plugin, the tests and the reports are the judge. It does nothing for tests that
-carry no @clause marker.
+plugin, the tests and the reports are the judge. A plugin above it (the teaching
+plugin: rubric, Gradescope, feedback, pictures) adds to it through the hooks of
+conformance.judge.hooks. It does nothing for tests that carry no @clause marker.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from hypothesis.errors import Flaky
 
 import spec
 from conformance import DEFAULT_IMPL, ENV_IMPL, ENV_PROFILE
-from conformance.judge import blocking
+from conformance.judge import blocking, hooks
 from conformance.judge.adapter import (
     DEFAULT_CALL_TIMEOUT,
     Backend,
@@ -42,6 +43,7 @@ from conformance.judge.adapter import (
 from conformance.judge.assertions import ClauseFailure
 from conformance.judge.profiles import DEFAULT_PROFILE, PROFILES, REMEMBERING, bound_shrinking
 from conformance.judge.report import BLOCKED, LOAD_FAILURE, Collector, TestRecord, skip_kind
+from conformance.judge.run_report import INTEGRITY, RunReport, write
 from conformance.judge.secret import (
     ENV_SEED,
     FROM_SECRET,
@@ -51,22 +53,20 @@ from conformance.judge.secret import (
     seed_of_test,
 )
 from conformance.judge.workers import Limits, grading_config, plain_config
-from conformance.teaching import pictures
-from conformance.teaching.diagnosis import diagnose
-from conformance.teaching.feedback import INTEGRITY, Outcome, write
-from conformance.teaching.forbidden import scan
-from conformance.teaching.forbidden import tainted as forbidden_functions
-from conformance.teaching.rubric import Rubric, RubricError, load_rubric
-from conformance.worker.loader import LoadError, parse_target
+from conformance.worker.loader import LoadError
 from golden import GoldenError
 
 BACKEND = pytest.StashKey[Backend]()
 COLLECTOR = pytest.StashKey[Collector]()
 IMPLEMENTATION = pytest.StashKey[Implementation]()
-RUBRIC = pytest.StashKey[Rubric]()
 VERDICT = pytest.StashKey[str]()  # the run's verdict ('conforms', ...), known once every test has run
+SEEN = pytest.StashKey[list["Seen"]]()  # xdist's controller: what each worker's implementation did
 SECRET = pytest.StashKey[str]()  # the course secret this run draws its examples from; '' for none
 EXAMPLES = pytest.StashKey[str]()  # what the report says about the examples (secret.FROM_SECRET, ...)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,14 +90,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"seconds one call into the implementation may take (default {DEFAULT_CALL_TIMEOUT:g})",
     )
     group.addoption("--conformance-json", default=None, metavar="PATH", help="write verdicts and scores as JSON to PATH")
-    group.addoption("--rubric", default=None, metavar="PATH", help="course rubric (points, hidden clauses), TOML")
-    group.addoption("--gradescope", default=None, metavar="PATH", help="write Gradescope's results.json to PATH")
-    group.addoption("--feedback", default=None, metavar="PATH", help="write Markdown feedback for the student to PATH")
-    group.addoption("--plots", default=None, metavar="DIR",
-                    help="draw the weights on the seed sentence, yours next to the expected ones, as PNGs in DIR")
-    group.addoption("--no-pictures", action="store_true",
-                    help="feedback without the PNGs of the weights (a second less per submission in a large batch)")
-    group.addoption("--reveal-hidden", action="store_true", help="show hidden clauses to students (after the deadline)")
     group.addoption(
         "--grading", action="store_true",
         help="run the implementation in the grading sandbox: a copy in a scratch dir, no reads of the suite, limits",
@@ -130,19 +122,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id): the spec clause this test verifies")
     config.addinivalue_line("markers", "needs(*requirements): capabilities the test uses")
     config.stash[COLLECTOR] = Collector()
+    config.pluginmanager.register(_Recorder(config), "attention-conformance-recorder")
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(f"conformance-{profile_name(config)}")
         bound_shrinking(profile_name(config))
         if profile_name(config) in REMEMBERING:
             _database_per_implementation(target_of(config))
-    try:
-        config.stash[RUBRIC] = load_rubric(config.getoption("rubric"))
-    except RubricError as error:
-        raise pytest.UsageError(str(error)) from None
     if config.getoption("grading") and config.getoption("in_process"):
         raise pytest.UsageError("--grading and --in-process exclude each other: grading always isolates the submission")
-    if config.getoption("plots") and not pictures.matplotlib_available():
-        raise pytest.UsageError(f"--plots: {pictures.MATPLOTLIB_MISSING}")
 
 
 def _take_secret(config: pytest.Config) -> None:
@@ -151,7 +138,8 @@ def _take_secret(config: pytest.Config) -> None:
     environ_value = os.environ.pop(ENV_SEED, None)
     if environ_value is not None:
         config.add_cleanup(lambda: os.environ.__setitem__(ENV_SEED, environ_value))
-    secret = course_secret(config.stash[RUBRIC].seed, {} if environ_value is None else {ENV_SEED: environ_value})
+    course_seed = config.hook.pytest_conformance_course_seed(config=config) or ""
+    secret = course_secret(course_seed, {} if environ_value is None else {ENV_SEED: environ_value})
     own_profile = not config.getoption("hypothesis_profile", None)  # else hypothesis' own profile decides
     profile = profile_name(config) if own_profile else ""
     config.stash[EXAMPLES] = examples_drawn(profile, secret, settings.default.derandomize)
@@ -205,15 +193,11 @@ def _backend(config: pytest.Config) -> Backend:
         limits = Limits(memory_mb=config.getoption("memory_mb"), output_mb=config.getoption("output_mb"),
                         disk_mb=config.getoption("disk_mb"), cpus=config.getoption("cpus"),
                         processes=config.getoption("processes"))
-        worker, scratch = grading_config(target, functions, limits, sorted(config.stash[RUBRIC].forbid),
-                                         hidden=_report_folders(config))
+        worker, scratch = grading_config(target, functions, limits, hidden=_report_folders(config))
         config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))
-        if config.stash[RUBRIC].seed:
-            # the rubric holds the course secret: kept from the submission like the suite, a read of it named
-            worker.sandbox["protected_paths"].append(str(Path(config.getoption("rubric")).resolve()))
     else:
         worker = plain_config(target, functions)
-        worker.forbid = sorted(config.stash[RUBRIC].forbid)
+    config.hook.pytest_conformance_worker(config=config, worker=worker)
     # judge and worker take turns: torch's spinning pool threads in the judge would only slow the worker
     torch.set_num_threads(1)
     backend = RemoteBackend(worker, config.getoption("worker_template"))
@@ -224,8 +208,8 @@ def _backend(config: pytest.Config) -> Backend:
 def _report_folders(config: pytest.Config) -> list[str]:
     """Where this run writes its reports (and the folder above: a batch's whole output), for the worker
     not to see."""
-    paths = [config.getoption(name) for name in ("conformance_json", "gradescope", "feedback", "plots")]
-    paths.append(getattr(config.option, "xmlpath", None))
+    paths = [config.getoption("conformance_json"), getattr(config.option, "xmlpath", None)]
+    paths += [path for paths_ in config.hook.pytest_conformance_output_paths(config=config) for path in paths_]
     folders = []
     for path in filter(None, paths):
         folder = Path(path).resolve().parent
@@ -376,48 +360,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         outcome = TestRecord(item.nodeid, "passed", "", report.duration, functions, blocks=blocking.blocks())
     else:
         return
-    item.config.stash[COLLECTOR].record(outcome)
+    report.conformance_record = outcome.to_json(clause_id)
 
 
-def _forbidden_uses(config: pytest.Config, implementation: Implementation | None) -> tuple[list[str], set[str]]:
-    """Uses of helpers the rubric forbids: blocked calls (from the worker) and the source scan."""
-    rule = sorted(config.stash[RUBRIC].forbid)
-    if not rule or implementation is None:
-        return [], set()
-    functions = list(spec.load().function_names)
-    sentences = [f"{name} was called and refused (the course forbids it)" for name in implementation.forbidden_used]
-    tainted = set(implementation.tainted)
-    path = parse_target(target_of(config)).path
-    if path is not None:
-        uses = scan(path, rule, functions)
-        sentences += [use.sentence() for use in uses]
-        tainted |= forbidden_functions(uses, functions)
-    return sentences, tainted
+class _Recorder:
+    """Records each test's outcome from its report (pytest_runtest_logreport): under xdist the report, not
+    the item, reaches the process that writes the verdict table."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "conformance_record", None)
+        if record is not None:
+            clause_id, outcome = TestRecord.from_json(record)
+            collector = self.config.stash[COLLECTOR]
+            collector.expect(outcome.nodeid, clause_id)
+            collector.record(outcome)
 
 
-def _pictures(config: pytest.Config, implementation: Implementation | None, outcome: Outcome,
-              failed: list[str]) -> tuple[list[pictures.View], list[str]]:
-    """The seed-sentence views of the weights when a picture is asked for (--feedback, --plots) or a weights
-    clause failed (the terminal's text heatmap); PNGs drawn next to feedback.md and into --plots. Sets
-    the feedback's section on them; returns the views and lines for the terminal."""
-    feedback, plots = config.getoption("feedback"), config.getoption("plots")
-    if implementation is None or not (feedback or plots or set(failed) & pictures.WEIGHT_CLAUSES):
-        return [], []
-    try:
-        views = pictures.seed_views(implementation)
-    except Exception as error:  # noqa: BLE001 - the verdict stands without pictures; say why there are none
-        return [], [f"pictures: not drawn ({type(error).__name__}: {str(error)[:200]})"]
-    notes, drawn = [], []
-    # feedback is the student's: no picture of what a clause hidden until the deadline checks
-    for_students = views if config.getoption("reveal_hidden") else pictures.shown_to_students(views, outcome.rubric.hidden)
-    if feedback and not pictures.matplotlib_available():
-        notes.append(f"feedback without pictures: {pictures.MATPLOTLIB_MISSING}")
-    elif feedback and not config.getoption("no_pictures"):
-        drawn = pictures.draw_all(for_students, Path(feedback).parent)
-    if plots:  # the teacher's (or the student's own) run
-        notes += [f"wrote {Path(plots) / name}" for _, name in pictures.draw_all(views, Path(plots))]
-    outcome.pictures = pictures.markdown(for_students, drawn) if feedback else []
-    return views, notes
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist's controller: what one worker's implementation saw (violations, refused helpers, output)."""
+    seen = getattr(node, "workeroutput", {}).get("conformance")
+    if seen is not None:
+        node.config.stash.setdefault(SEEN, []).append(Seen(**seen))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -425,6 +396,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     """The exit status follows the verdict, which is only known once every test has run (a set-aside example
     whose blocker passed its own tests is a failure then): 1 when it does not conform, 0 when it conforms
     (a SHOULD clause that failed does not change it). Outermost, so it runs after the verdict table."""
+    if _is_xdist_worker(session.config) and IMPLEMENTATION in session.config.stash:
+        # before xdist's own wrapper sends the worker's output to the controller
+        session.config.workeroutput["conformance"] = asdict(Seen.of(session.config.stash[IMPLEMENTATION]))
     result = yield
     verdict = session.config.stash.get(VERDICT, None)
     if verdict is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
@@ -435,56 +409,86 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     return result
 
 
+@dataclass
+class Seen:
+    """What the implementation did besides its results, as the report says it: from this process's
+    implementation, or merged from those of xdist's workers."""
+
+    name: str
+    description: str
+    violations: list[str]
+    sandbox: dict[str, str]
+    constraints: list[str]
+    load_notes: list[str]
+    output: tuple[str, int]
+    refused: list[str]
+    callers_of_refused: list[str]
+
+    @classmethod
+    def of(cls, implementation: Implementation) -> Seen:
+        return cls(implementation.name, implementation.describe(), implementation.violations, implementation.sandbox,
+                   implementation.capabilities.constraints, implementation.load_notes, implementation.output,
+                   implementation.forbidden_used, sorted(implementation.tainted))
+
+    @classmethod
+    def merged(cls, seen: list[Seen]) -> Seen:
+        def union(lists) -> list:
+            return list(dict.fromkeys(item for items in lists for item in items))
+
+        first = seen[0]
+        return cls(first.name, first.description, union(s.violations for s in seen), first.sandbox,
+                   first.constraints, union(s.load_notes for s in seen), max((tuple(s.output) for s in seen),
+                                                                             key=lambda o: o[1]),
+                   union(s.refused for s in seen), union(s.callers_of_refused for s in seen))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     collector = config.stash[COLLECTOR]
-    if not collector or not collector.outcomes:
-        return
+    if _is_xdist_worker(config) or not collector or not collector.outcomes:
+        return  # an xdist worker's tests are reported by the controller
     implementation = config.stash.get(IMPLEMENTATION, None)
-    name = implementation.name if implementation else target_of(config)
-    verdicts = collector.verdicts()
-    failed = any(v.verdict == "failed" for v in verdicts)
-    forbidden, tainted = _forbidden_uses(config, implementation)
-    outcome = Outcome(
+    seen = [Seen.of(implementation)] if implementation else config.stash.get(SEEN, [])
+    summary = Seen.merged(seen) if seen else None
+    name = summary.name if summary else target_of(config)
+    report = RunReport(
         implementation=name,
-        description=implementation.describe() if implementation else "",
-        verdicts=verdicts,
-        rubric=config.stash[RUBRIC],
-        diagnoses=diagnose(implementation) if failed and implementation else [],
-        violations=implementation.violations if implementation else [],
-        sandbox=implementation.sandbox if implementation else {},
-        forbidden=forbidden,
-        tainted=frozenset(tainted),
-        not_exercised=implementation.capabilities.constraints if implementation else [],
-        load_notes=implementation.load_notes if implementation else [],
+        description=summary.description if summary else "",
+        verdicts=collector.verdicts(),
+        violations=summary.violations if summary else [],
+        sandbox=summary.sandbox if summary else {},
+        not_exercised=summary.constraints if summary else [],
+        load_notes=summary.load_notes if summary else [],
         examples=config.stash.get(EXAMPLES, ""),
+        refused=summary.refused if summary else [],
+        callers_of_refused=frozenset(summary.callers_of_refused if summary else ()),
     )
-    config.stash[VERDICT] = outcome.verdict
-    views, drawn_notes = _pictures(config, implementation, outcome, [v.id for v in verdicts if v.verdict == "failed"])
-    reveal = config.getoption("reveal_hidden")
-    outputs = {
-        "conformance_json": lambda: outcome.to_json(),
-        "gradescope": lambda: outcome.to_gradescope(reveal),
-        "feedback": lambda: outcome.to_markdown(reveal),
-    }
-    written = []
-    for option, render in outputs.items():  # files first: they matter even if the terminal is gone
-        path = config.getoption(option)
-        if path:
-            write(Path(path), render())
-            written.append(path)
+
+    def load() -> Implementation | None:
+        """The implementation, to call again (diagnoses, pictures): started here when xdist's workers ran
+        the tests."""
+        if IMPLEMENTATION in config.stash or summary is not None:
+            return implementation_of(config)
+        return None
+
+    # a plugin above (teaching) may score it under a course and add diagnoses
+    report = config.hook.pytest_conformance_report(config=config, report=report, implementation=load) or report
+    config.stash[VERDICT] = report.verdict
+    written = []  # files first: they matter even if the terminal is gone
+    path = config.getoption("conformance_json")
+    if path:
+        write(Path(path), report.to_json())
+        written.append(path)
+    written += [p for paths in config.hook.pytest_conformance_write(config=config, report=report) for p in paths]
     terminalreporter.write_sep("=", f"attention conformance: {name}")
-    head, printed = implementation.output if implementation else ("", 0)
+    head, printed = summary.output if summary else ("", 0)
     if head.strip():
         shown = head[:2000]
         terminalreporter.write_line(f"the implementation printed {printed:,} bytes; the first {len(shown):,}:")
         terminalreporter.write_line(shown.rstrip())
         terminalreporter.write_sep("-")
-    terminalreporter.write_line(outcome.table(terminalreporter._tw.fullwidth))
-    shown = pictures.first_failing(views, [v.id for v in verdicts if v.verdict == "failed"])
-    if shown is not None:
-        terminalreporter.write_sep("-")
-        terminalreporter.write_line(pictures.text_heatmap(shown))
-    for note in drawn_notes:
-        terminalreporter.write_line(note)
+    terminalreporter.write_line(report.table(terminalreporter._tw.fullwidth))
+    for lines in config.hook.pytest_conformance_terminal(config=config, report=report):
+        for line in lines:
+            terminalreporter.write_line(line)
     for path in written:
         terminalreporter.write_line(f"wrote {path}")

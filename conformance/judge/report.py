@@ -14,7 +14,7 @@ Each test verifies one clause. A clause is
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import spec
 
@@ -42,6 +42,17 @@ class TestRecord:
     functions: tuple[str, ...] = ()  # the implementation's functions the test called
     blocker: str = ""  # blocked: the clause whose broken property kept this test from judging its own
     blocks: tuple[tuple[str, str], ...] = ()  # examples set aside: (blocking clause, the failure it explains)
+
+    def to_json(self, clause_id: str) -> dict:
+        """Plain data, with the clause it verifies: what travels on a pytest report (xdist sends it)."""
+        return {"clause": clause_id, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> tuple[str, TestRecord]:
+        fields = {k: v for k, v in data.items() if k != "clause"}
+        fields["functions"] = tuple(fields.get("functions", ()))
+        fields["blocks"] = tuple(tuple(block) for block in fields.get("blocks", ()))
+        return data["clause"], cls(**fields)
 
 
 @dataclass

@@ -313,9 +313,11 @@ def kernel_problems(
     """q, k, v of 1-8 query heads (with grouped, fewer key/value heads that divide them), lengths drawn
     apart (tile edges included), d_k and d_v drawn apart, 0-2 batch dimensions, a mask of the given kinds."""
     n_q, n_kv = min(draw(lengths()), 160), min(draw(lengths()), 160)
+    if grouped:  # a group is two query heads at least: room for two within the budget
+        n_kv = min(n_kv, max(1, WORK_BUDGET // (2 * n_q)))
     room = max(1, WORK_BUDGET // (n_q * n_kv))
     if grouped:
-        kv_heads = draw(st.integers(1, 3))
+        kv_heads = draw(st.integers(1, max(1, min(3, room // 2))))
         heads = kv_heads * draw(st.integers(2, max(2, min(4, room // kv_heads))))
     else:
         heads = kv_heads = draw(st.integers(1, max(1, min(8, room))))

@@ -38,14 +38,15 @@ from pathlib import Path
 
 import pytest
 
-from conformance.cli import pytest_arguments
 from conformance.judge.forking import Judge, run_all, warm_up
+from conformance.judge.invocation import suite_arguments
 from conformance.judge.profiles import PROFILES
 from conformance.judge.report import load_failure
 from conformance.judge.secret import SecretError, course_secret
 from conformance.judge.workers import ENV_SPIN, Limits, Template, signal_name
 from conformance.teaching.feedback import write
 from conformance.teaching.progress import Progress
+from conformance.teaching.pytest_plugin import warm_up as warm_up_teaching
 from conformance.teaching.rubric import RubricError, load_rubric
 
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
@@ -160,27 +161,23 @@ def _printable(text: str, limit: int | None = 120) -> str:
 
 def _arguments(submission: Submission, options: argparse.Namespace, template: str) -> list[str]:
     reports = submission.reports
-    namespace = argparse.Namespace(
-        in_process=False,
-        worker_template=template,
-        impl=str(submission.path.resolve()),
-        profile=options.profile,
-        json=str(reports / "report.json"),
-        call_timeout=options.call_timeout,
-        rubric=str(Path(options.rubric).resolve()) if options.rubric else None,
-        gradescope=str(reports / "results.json"),
-        feedback=str(reports / "feedback.md"),
-        plots=None,
-        reveal_hidden=options.reveal_hidden,
-        grading=True,
-    )
     limits = limits_of(options)
-    extra = ["--junitxml", str(reports / "junit.xml"), "--memory-mb", str(limits.memory_mb),
-             "--output-mb", str(limits.output_mb), "--disk-mb", str(limits.disk_mb), "--cpus", f"{limits.cpus:g}",
-             "--processes", str(limits.processes)]
-    if options.no_pictures:
-        extra.append("--no-pictures")
-    return pytest_arguments(namespace, extra)
+    return suite_arguments({
+        "worker-template": template,
+        "impl": str(submission.path.resolve()),
+        "conformance-profile": options.profile,
+        "conformance-json": str(reports / "report.json"),
+        "call-timeout": options.call_timeout,
+        "rubric": str(Path(options.rubric).resolve()) if options.rubric else None,
+        "gradescope": str(reports / "results.json"),
+        "feedback": str(reports / "feedback.md"),
+        "reveal-hidden": options.reveal_hidden,
+        "grading": True,
+        "junitxml": str(reports / "junit.xml"),
+        "memory-mb": limits.memory_mb, "output-mb": limits.output_mb, "disk-mb": limits.disk_mb,
+        "cpus": float(limits.cpus), "processes": limits.processes,
+        "no-pictures": options.no_pictures,
+    })
 
 
 def limits_of(options: argparse.Namespace) -> Limits:
@@ -259,6 +256,7 @@ def grade(options: argparse.Namespace) -> list[Submission]:
         os.environ[ENV_SPIN] = "0"
     template = Template(limits_of(options))  # a grading template: it forks only sandboxed workers, on these limits
     try:
+        warm_up_teaching()
         warm_up(options.profile)
         return _run(submissions, options, out, template.handle)
     finally:

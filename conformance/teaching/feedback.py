@@ -1,29 +1,26 @@
-"""Everything a run produced, scored, and rendered for each reader.
+"""A run's report scored under a course rubric, and rendered for each reader.
 
-An Outcome gathers the clause verdicts, their scores under a rubric, the
-diagnoses and any integrity violation, and renders them as the terminal
-table, JSON for tools, Gradescope's results.json and a Markdown feedback file
-for the student. Hidden clauses appear in the student renderings only with
-reveal_hidden (after the deadline); the terminal and JSON are for the teacher.
+An Outcome extends the judge's report (conformance.judge.run_report) with the
+scores under a rubric, the diagnoses and the uses of forbidden helpers, and
+renders them as the terminal table, JSON for tools, Gradescope's results.json
+and a Markdown feedback file for the student. Hidden clauses appear in the
+student renderings only with reveal_hidden (after the deadline); the terminal
+and JSON are for the teacher.
 """
 
 from __future__ import annotations
 
-import json
-import textwrap
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import spec
-from conformance.judge.report import BLOCKED, ClauseVerdict, counts, overall
+from conformance.judge.report import BLOCKED
+from conformance.judge.run_report import INTEGRITY, Row, RunReport, first_line
+from conformance.judge.run_report import write  # noqa: F401  (the teaching modules write through it)
 from conformance.teaching.diagnosis import Diagnosis
 from conformance.teaching.rubric import MACHINE, OUT_OF_SCOPE, ClauseScore, Rubric, score_clause, total
 from conformance.worker.loader import LoadError, parse_target
 
-INTEGRITY = "integrity violation"
-# lines of the table's reason column per clause at most: a failure's numbers are in the details below the
-# table; what is missing or why a clause is not graded is never cut
-FAILURE_LINES, NOTE_LINES = 2, 8
+__all__ = ["INTEGRITY", "Outcome", "student_name", "write"]
 
 
 def student_name(target: str) -> str:
@@ -40,27 +37,20 @@ def student_name(target: str) -> str:
 
 
 @dataclass
-class Outcome:
-    implementation: str
-    description: str
-    verdicts: list[ClauseVerdict]
+class Outcome(RunReport):
     rubric: Rubric = field(default_factory=Rubric)
     diagnoses: list[Diagnosis] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    sandbox: dict[str, str] = field(default_factory=dict)  # layer -> "active ..." / "inactive (why)"
     forbidden: list[str] = field(default_factory=list)  # uses of helpers the course forbids, in words
     tainted: frozenset[str] = frozenset()  # functions whose tests earn nothing because of them
-    not_exercised: list[str] = field(default_factory=list)  # what the declared restrictions leave unchecked
-    load_notes: list[str] = field(default_factory=list)  # what loading set aside (a notebook's failing cells)
     pictures: list[str] = field(default_factory=list)  # feedback.md's section on the weight heatmaps (pictures.py)
-    examples: str = ""  # where the property tests' examples came from (conformance.judge.secret), never the secret
 
     def __post_init__(self) -> None:
         self.scores = [score_clause(v, self.rubric, self.tainted) for v in self.verdicts]
 
-    @property
-    def verdict(self) -> str:
-        return INTEGRITY if self.violations else overall(self.verdicts)
+    @classmethod
+    def of(cls, report: RunReport, **course) -> Outcome:
+        """The judge's report, scored under a course (rubric=, diagnoses=, forbidden=, tainted=)."""
+        return cls(**{name: getattr(report, name) for name in RunReport.__dataclass_fields__}, **course)
 
     def score(self, include_hidden: bool = True) -> tuple[float, float]:
         earned, maximum = total(self.scores, include_hidden)
@@ -69,60 +59,37 @@ class Outcome:
     def hints_for(self, clause_id: str) -> list[str]:
         return [d.sentence() for d in self.diagnoses if clause_id in d.clauses]
 
-    # ------------------------------------------------------------------ renderings
-    def table(self, width: int = 120) -> str:
-        header = f"{'clause':<20} {'level':<6} {'verdict':<12} {'tests':>5} {'score':>7}  "
-        rows = [header + "reason"]
+    # ------------------------------------------------------------------ the verdict table, scored
+    def rows(self) -> list[Row]:
+        rows = []
         for s in self.scores:
             v = s.clause
-            passed = sum(t.outcome == "passed" for t in v.tests)
-            judged = sum(t.outcome in ("passed", "failed", BLOCKED) for t in v.tests)  # skips are not tests of the clause
-            tests = f"{passed}/{judged}" if judged else "-"
-            score = f"{s.earned:g}/{s.points:g}" if s.counted else "-"
             shown = OUT_OF_SCOPE if s.out_of_scope and v.verdict not in ("failed", BLOCKED, "passed") else v.verdict
             label = (shown.upper() if shown == "failed" else shown) + ("*" if s.hidden else "")
-            most = FAILURE_LINES if v.verdict == "failed" else NOTE_LINES
-            lines = _wrap(_table_reason(s), max(20, width - len(header)), most)
-            rows.append(f"{v.id:<20} {v.level:<6} {label:<12} {tests:>5} {score:>7}  {lines[0]}".rstrip())
-            rows += [" " * len(header) + line for line in lines[1:]]
-        earned, maximum = self.score()
-        tally = ", ".join(f"{n} {name}" for name, n in counts(self.verdicts).items() if n)
-        rows.append("")
-        if any(s.hidden for s in self.scores):
-            rows.append("* hidden from students until after the deadline")
+            rows.append(Row(v, label, _table_reason(s), f"{s.earned:g}/{s.points:g}" if s.counted else "-"))
+        return rows
+
+    def leading_notes(self) -> list[str]:
+        lines = ["* hidden from students until after the deadline"] if any(s.hidden for s in self.scores) else []
         if self.diagnoses:
-            rows.append("What the failures look like:")
-            rows += [f"  - {d.sentence()}" for d in self.diagnoses]
-        rows += [f"INTEGRITY: {v}" for v in self.violations]
-        rows += [f"FORBIDDEN: {f}" for f in self.forbidden]
-        if self.not_exercised:
-            rows.append("not exercised, as declared in CAPABILITIES: " + "; ".join(self.not_exercised))
-        rows += [f"LOADING: {note}" for note in self.load_notes]
-        if self.sandbox:
-            rows.append("sandbox: " + "; ".join(f"{layer} {state}" for layer, state in self.sandbox.items()))
-        if self.examples:
-            rows.append(f"examples: {self.examples}")
-        rows.append(f"SCORE {earned:g} / {maximum:g}")
-        rows.append(f"VERDICT for {self.implementation}: {self.verdict.upper()} ({tally})")
-        return "\n".join(rows)
+            lines.append("What the failures look like:")
+            lines += [f"  - {d.sentence()}" for d in self.diagnoses]
+        return lines
+
+    def rule_notes(self) -> list[str]:
+        return [f"FORBIDDEN: {f}" for f in self.forbidden]
+
+    def closing_lines(self) -> list[str]:
+        earned, maximum = self.score()
+        return [f"SCORE {earned:g} / {maximum:g}"]
 
     def to_json(self) -> dict:
         earned, maximum = self.score()
-        return {
-            "implementation": self.implementation,
-            "description": self.description,
-            "spec_version": spec.load().version,
+        return super().to_json() | {
             "rubric": self.rubric.title,
-            "verdict": self.verdict,
             "score": earned,
             "max_score": maximum,
-            "counts": counts(self.verdicts),
-            "integrity_violations": self.violations,
             "forbidden": self.forbidden,
-            "sandbox": self.sandbox,
-            "examples": self.examples,
-            "not_exercised": self.not_exercised,
-            "load_notes": self.load_notes,
             "diagnoses": [asdict(d) | {"sentence": d.sentence()} for d in self.diagnoses],
             "functions": sorted(self.rubric.functions),  # the rubric's scope; empty: the whole spec
             "clauses": [
@@ -221,34 +188,13 @@ class Outcome:
 
 
 def _cell(text: str) -> str:
-    return _first_line(text, 160).replace("|", "\\|")
+    return first_line(text, 160).replace("|", "\\|")
 
 
 def _table_reason(score: ClauseScore) -> str:
     """What the table says about a clause: the failure, else why it lost points or is not graded."""
     verdict = score.clause
     if verdict.verdict == "failed":
-        reason = _first_line(verdict.reason, 10**6)
+        reason = first_line(verdict.reason, 10**6)
         return f"{OUT_OF_SCOPE}; {reason}" if score.out_of_scope else reason
     return score.note if score.note and (score.earned < score.points or not score.counted) else verdict.reason
-
-
-def _wrap(text: str, width: int, most: int) -> list[str]:
-    """The first line of text wrapped onto lines of `width`, at most `most` of them."""
-    lines = textwrap.wrap(_first_line(text, 10**6), width, break_on_hyphens=False, break_long_words=False) or [""]
-    if len(lines) > most:
-        lines = lines[:most]
-        lines[-1] = lines[-1][: width - 1] + "…"
-    return lines
-
-
-def _first_line(text: str, width: int) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def write(path: Path, content: str | dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(content, indent=1, ensure_ascii=False) + "\n" if isinstance(content, dict) else content
-    path.write_text(text, encoding="utf-8")
