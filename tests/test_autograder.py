@@ -81,7 +81,7 @@ def test_run_autograder_grades_a_notebook_in_a_gradescope_root(bundle, tmp_path)
     check_gradescope(results)
     expected = tomllib.loads((SUBMISSIONS / "EXPECTED.toml").read_text())["yuki_notebook"]["score"]
     assert results["score"] == expected
-    assert "cell 6 raised FileNotFoundError" in results["output"]
+    assert "code cell 4 raised FileNotFoundError" in results["output"]  # the fourth code cell, as Jupyter shows it
     hidden = [t for t in results["tests"] if t["name"].startswith("NUM-ACCURACY")]
     assert hidden and all(t["visibility"] == "after_due_date" for t in hidden)
 

@@ -9,7 +9,7 @@ import torch
 
 import spec
 from conformance.judge import oracle
-from conformance.judge.detectors import DETECTORS
+from conformance.judge.detectors import DETECTED
 from conformance.judge.fitting import fit_scale, implied_scale
 from conformance.judge.report import BLOCKED, Collector, TestRecord
 
@@ -86,7 +86,7 @@ def test_blocks_chain_only_to_a_real_failure():
 
 def test_every_prerequisite_with_a_detector_is_a_clause_and_end_to_end_clauses_block_nothing():
     clauses = {c.id: c for c in spec.load().clauses}
-    assert set(DETECTORS) <= set(clauses)
+    assert DETECTED <= set(clauses)
     for clause in clauses.values():
         assert clause.id not in clause.prerequisites
         if clause.end_to_end:

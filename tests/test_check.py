@@ -55,27 +55,75 @@ def test_check_in_a_headless_notebook_shows_the_verdict_as_html(tmp_path):
     assert "In [1]: IPython lines not run (%matplotlib inline)" in page
     assert "In [2] raised FileNotFoundError" in page
     assert "VERDICT for notebook.ipynb: DOES NOT CONFORM" in text and "WEIGHTS-SCALE" in text
+    # scored: the two functions the notebook defines; the rest of the spec is out of scope, not "not provided"
+    assert "not provided" not in text and "out of scope" in text and "out of scope" in page
 
 
 def test_check_in_a_script_prints_the_verdict_of_the_functions_it_names(tmp_path):
-    """check(self_attention=...) in a script: only that function is checked (attention_weights is used by
-    it, not checked on its own); the script's own check() call, run again in the worker, does nothing."""
+    """check(self_attention=...) in a script: only that function is checked and scored (attention_weights is
+    used by it, not checked on its own: its clauses are out of scope, not "not provided"); the script's own
+    check() call, run again in the worker, does nothing; print(check()) does not show the table twice."""
     script = tmp_path / "homework.py"
     script.write_text(ATTENTION + textwrap.dedent('''
         from conformance import check
         result = check(self_attention=self_attention)
         verdicts = {c["id"]: c["verdict"] for c in result.clauses}
-        print("SHIFT", verdicts.get("WEIGHTS-SHIFT"))  # only attention_weights exercises it (none: in the worker)
+        excluded = {c["id"]: c["excluded"] for c in result.clauses}
+        print("SHIFT", excluded.get("WEIGHTS-SHIFT"))  # only attention_weights exercises it (none: in the worker)
         print("RESULT", result.verdict, result.passed, [c for c, v in verdicts.items() if v == "failed"])
+        print(result)
     '''))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "VERDICT for homework.ipynb: DOES NOT CONFORM" in done.stdout
+    assert "VERDICT for homework.py: DOES NOT CONFORM" in done.stdout  # the script, not a notebook
     assert "The scores are divided by d_k instead of √d_k (seen in: self_attention)" in done.stdout
     assert "LOADING" not in done.stdout  # the replayed check() in the worker neither ran the suite nor failed
-    result = done.stdout.splitlines()[-1]
+    assert "not provided" not in done.stdout and "out of scope" in done.stdout  # scored: self_attention only
+    *_, shift, result, shown = done.stdout.splitlines()
     assert result.startswith("RESULT does not conform False [") and "'WEIGHTS-SCALE'" in result
-    assert "SHIFT not claimed" in done.stdout.splitlines()[-2]  # the named functions only
+    assert shift == "SHIFT out of scope"  # the named functions only
+    assert done.stdout.count("VERDICT for") == 1 and done.stdout.count("WEIGHTS-SCALE ") == 1
+    assert shown.startswith("check(): does not conform, score ")
+    assert shown.endswith("(the verdict table is printed above)")
+
+
+def test_check_finds_functions_imported_from_other_files(tmp_path):
+    """A function imported from another file (a folder found through a relative sys.path entry, a package)
+    is checked from the file it was defined in; check() without names scores just the spec's functions the
+    script holds, and print(check()) shows the table once."""
+    (tmp_path / "lib" / "course").mkdir(parents=True)
+    (tmp_path / "lib" / "course" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "course" / "attention.py").write_text(ATTENTION.replace("scores / d_k", "scores / d_k ** 0.5"))
+    (tmp_path / "hw").mkdir()
+    script = tmp_path / "hw" / "try_check.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        sys.path.append("../lib")  # relative to where the script is run: not where check() runs it
+        from course.attention import self_attention as mine
+        from course.attention import self_attention
+        from conformance import check
+        named = check(self_attention=mine)
+        print("NAMED", named.verdict, named.score == named.max_score > 0)
+        print(check())
+    '''))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path / "hw", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "_conformance_checked" not in done.stdout and "LOADING" not in done.stdout
+    assert done.stdout.count("VERDICT for try_check.py: CONFORMS") == 2, done.stdout
+    assert "not provided" not in done.stdout  # scored: self_attention, the one function of the spec it holds
+    named_line = next(line for line in done.stdout.splitlines() if line.startswith("NAMED"))
+    assert named_line == "NAMED conforms True"
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("check(): conforms, score ") and last.endswith("(the verdict table is printed above)")
+
+
+def test_check_without_a_spec_function_says_what_it_looks_for(capsys):
+    result = check()  # this test module defines none of the spec's functions
+    assert result.verdict == "nothing to check" and not result.passed
+    printed = capsys.readouterr().out
+    assert "check() found no function of the spec here" in printed and "check(self_attention=my_attention)" in printed
+    assert str(result) == "check(): nothing to check (the verdict table is printed above)"
 
 
 def not_a_spec_function():
@@ -87,5 +135,11 @@ def test_what_check_cannot_take_is_named():
         check(selfattention=not_a_spec_function)
     with pytest.raises(ValueError, match="check\\(profile='fastest'\\): choose one of ci, dev, fast"):
         check(profile="fastest")
-    with pytest.raises(ValueError, match="pass a function defined at the top level"):
+    with pytest.raises(ValueError, match="pass a function defined with def, at the top level"):
         check(self_attention=lambda x, w_q, w_k, w_v: None)
+
+    def inner(x, w_q, w_k, w_v):
+        return x, None
+
+    with pytest.raises(ValueError, match="not a lambda or a function made inside another function"):
+        check(self_attention=inner)

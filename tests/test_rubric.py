@@ -66,9 +66,14 @@ def test_rubric_overrides_points_and_hides_clauses(tmp_path):
     visibility = {t["name"].split(":")[0]: t["visibility"] for t in gradescope["tests"]}
     assert visibility["CONTEXT-MIX"] == "after_due_date" and visibility["WEIGHTS-SCALE"] == "visible"
     student = result.to_markdown()
-    assert "HW 4" in student and "CONTEXT-MIX" not in student and "1 more checks are hidden" in student
-    assert "Score: 6 / 11" in student
-    assert "CONTEXT-MIX" in result.to_markdown(reveal_hidden=True)
+    assert "HW 4" in student and "CONTEXT-MIX" not in student
+    # the student's score is on what they see, and says what the hidden check is worth: 6 + 3 of 11 + 3 is
+    # the teacher's 9 / 14 (summary.csv)
+    assert "**Score on the visible checks: 6 / 11**" in student
+    assert ("1 more check (3 points) is hidden until after the deadline; it is part of the grade, which is out "
+            "of 14.") in student
+    revealed = result.to_markdown(reveal_hidden=True)
+    assert "CONTEXT-MIX" in revealed and "**Score: 9 / 14**" in revealed and "hidden" not in revealed
     assert all(t["visibility"] == "visible" for t in result.to_gradescope(reveal_hidden=True)["tests"])
 
 
@@ -79,7 +84,7 @@ def test_rubric_overrides_points_and_hides_clauses(tmp_path):
         ("[points]\nWEIGHTS-SCALE = -1\n", "must be a number >= 0"),
         ("[points]\nWEIGHTS-SCALE = true\n", "must be a number >= 0"),
         ("[hidden]\nclauses = ['NOPE']\n", "no clause 'NOPE'"),
-        ("[grading]\nx = 1\n", "unknown keys"),
+        ("[grading]\nx = 1\n", r"line 1: unknown table \[grading\]"),
         ("points = [", "not valid TOML"),
     ],
 )

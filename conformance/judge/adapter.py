@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 import spec
-from conformance.judge.capabilities import Capabilities, CapabilityError
+from conformance.judge.capabilities import ARRAY_DEVICES, ARRAY_DTYPES, DTYPES, Capabilities, CapabilityError, Finding
 from conformance.judge.capabilities import parse as parse_capabilities
 from conformance.judge.workers import (
     START_TIMEOUT,
@@ -57,6 +57,8 @@ PRINT_LIMIT = 64 * 1024  # bytes a call may print (API-QUIET)
 DEFAULT_CALL_TIMEOUT = 20.0  # seconds
 DEVICES = ("cpu", "cuda")
 ATTENTION_FUNCTIONS = ("self_attention", "cross_attention", "multihead_attention", "multihead_attention_concat")
+# what capabilities are tried with: the first of these the implementation provides
+TRIAL_FUNCTIONS = (*ATTENTION_FUNCTIONS, "attention", "project", "attention_scores", "attention_weights", "embed")
 
 
 class ImplementationError(AssertionError):
@@ -102,8 +104,10 @@ class Implementation:
     def __init__(self, backend: Backend, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> None:
         self.backend = backend
         name, declared, signatures = backend.hello()
+        # what CAPABILITIES does not declare of autograd, batching, dtypes and devices is found by trying
+        self.trials = Trials(self)
         try:
-            self.capabilities: Capabilities = parse_capabilities(declared)
+            self.capabilities: Capabilities = parse_capabilities(declared, self.trials)
         except CapabilityError as error:
             raise LoadError(f"{name}: {error}") from None
         self.name = name
@@ -188,6 +192,11 @@ class Implementation:
         if parameter == "causal" and caps.causal_only and function in ATTENTION_FUNCTIONS:
             return self.has(function)  # causal by declaration, whether or not it takes the argument
         return self.has(function) and (not parameter or self.accepts(function, parameter))
+
+    def why_not(self, requirement: str) -> str:
+        """Why a requirement ('autograd', 'batching', 'dtype:NAME', 'device:NAME') is not claimed: what was
+        tried and what came of it ("tried: backward of self_attention raised ..."), or the declaration."""
+        return self.capabilities.why_not(requirement)
 
     # ----------------------------------------------------------------- calls
     def _from_impl(self, function: str, value: Any) -> Any:
@@ -296,6 +305,228 @@ class Implementation:
     def describe(self) -> str:
         return f"{self.name}: functions {', '.join(self.signatures)}; {self.capabilities.describe()}"
 
+
+# ------------------------------------------------------------------------------------ trying
+REASON_LIMIT = 240  # characters of an exception's message kept in a reason
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+class Trials:
+    """What a plain function can do, found out by trying it (capabilities.TRIED): a few small calls on the
+    first function the implementation provides among TRIAL_FUNCTIONS, each through Implementation.call like
+    every call (the worker, the call timeout), once per run and only when a test first asks for the key.
+
+    A trial that fails leaves the requirement unclaimed with what it tried and what came of it; it never
+    fails a clause (the clause's own tests judge correctness). When even a plain float32 call fails, trying
+    tells nothing: the defaults stand (capabilities.DEFAULTS) and the clauses judge that call themselves."""
+
+    SEQUENCE, WIDTH, HEADS, BATCH = 3, 4, 2, 2
+
+    def __init__(self, implementation: Implementation) -> None:
+        self.implementation = implementation
+        self.found: dict[str, Finding] = {}
+        self.seconds = 0.0  # spent trying, this run
+        self.calls = 0
+        self._baseline: list[Tensor] | str | None = None  # the float32 call's outputs, or why it failed
+        self._depth = 0  # finding one key can ask for another (autograd tries in float64 where it is claimed)
+
+    @property
+    def function(self) -> str | None:
+        return next((f for f in TRIAL_FUNCTIONS if self.implementation.has(f)), None)
+
+    # ------------------------------------------------------------ Trier
+    def peek(self, key: str) -> Finding | None:
+        return self.found.get(key)
+
+    def find(self, key: str, default: object) -> Finding:
+        if key in self.found:
+            return self.found[key]
+        implementation = self.implementation
+        called, last_call = set(implementation.called), implementation.last_call
+        start = time.perf_counter()
+        self._depth += 1
+        try:
+            finding = self._find(key, default)
+        except Exception as error:  # noqa: BLE001 - trying never ends the run; the default stands
+            finding = Finding(default, note=f"could not try ({type(error).__name__}: {_short(error)}); the default stands")
+        finally:
+            # the trial is no call of the test that asked: what it called is not that test's
+            implementation.called.clear()
+            implementation.called.update(called)
+            implementation.last_call = last_call
+            self._depth -= 1
+            if not self._depth:
+                self.seconds += time.perf_counter() - start
+        self.found[key] = finding
+        return finding
+
+    def _find(self, key: str, default: object) -> Finding:
+        caps = self.implementation.capabilities
+        function = self.function
+        if function is None:
+            return Finding(default, note="nothing to try it with (no attention or step function); the default stands")
+        baseline = self.baseline()
+        if isinstance(baseline, str):
+            return Finding(default, note=f"could not try: {baseline}; the default stands")
+        # trying only widens the spec's defaults: what they claim (batching; float32 and float64) stays
+        # claimed, and a failure there is for its clause (API-BATCH, API-DTYPE) to judge
+        if key == "dtypes":
+            return self._dtypes(function, caps.array, baseline, tuple(default))
+        if key == "batching":
+            return Finding(True, note="the spec requires it") if default else self._batching(function, baseline)
+        if key == "autograd":
+            return self._autograd(function)
+        if key == "devices":
+            return self._devices(function, caps.array, default)
+        raise ValueError(f"{key!r} is not found by trying")
+
+    # ------------------------------------------------------------ the trials
+    def baseline(self) -> list[Tensor] | str:
+        """The outputs of a small unbatched float32 call on the CPU, or what went wrong with it."""
+        if self._baseline is None:
+            outputs = self._try(self.function, "float32")
+            self._baseline = outputs if not isinstance(outputs, str) else \
+                f"{self.function} on a small float32 input: {outputs}"
+        return self._baseline
+
+    def _dtypes(self, function: str, array: str, baseline: list[Tensor], default: tuple[str, ...]) -> Finding:
+        claimed, why_not = [], {}
+        for dtype in ARRAY_DTYPES[array]:
+            if dtype == "float32" or dtype in default:
+                # the seed's dtype and the defaults: claimed whatever a call returns; a result in another dtype
+                # is for API-DTYPE to judge
+                claimed.append(dtype)
+                continue
+            outputs = self._try(function, dtype)
+            wrong = [] if isinstance(outputs, str) else [str(o.dtype).removeprefix("torch.") for o in outputs
+                                                       if o.is_floating_point() and o.dtype != DTYPES[dtype]]
+            if isinstance(outputs, str):
+                why_not[f"dtype:{dtype}"] = outputs
+            elif wrong:
+                why_not[f"dtype:{dtype}"] = f"{function} returned {', '.join(wrong)} for {dtype} inputs"
+            else:
+                claimed.append(dtype)
+        return Finding(tuple(claimed), why_not)
+
+    def _batching(self, function: str, baseline: list[Tensor]) -> Finding:
+        outputs = self._try(function, "float32", batch=True)
+        if isinstance(outputs, str):
+            return Finding(False, {"batching": f"a batch of {self.BATCH}: {outputs}"})
+        want = [(self.BATCH, *o.shape) for o in baseline]
+        got = [tuple(o.shape) for o in outputs]
+        if got != want:
+            return Finding(False, {"batching": f"{function} on a batch of {self.BATCH} returned shapes "
+                                               f"{', '.join(map(str, got))}; {', '.join(map(str, want))} expected"})
+        return Finding(True)
+
+    def _autograd(self, function: str) -> Finding:
+        dtype = "float64" if "float64" in self.implementation.capabilities.dtypes else "float32"
+        with torch.enable_grad():
+            arguments = self._arguments(function, dtype, grad=True)
+            leaves = [t for t in wire.tensors(arguments) if t.requires_grad]
+            outputs = self._outputs(function, arguments)
+            if isinstance(outputs, str):
+                return Finding(False, {"autograd": f"with inputs that require gradients, {outputs}"})
+            carried = [o for o in outputs if o.requires_grad]
+            if not carried:
+                return Finding(False, {"autograd": f"no output of {function} carries a gradient (no grad_fn): "
+                                                   ".detach(), .item(), numpy or torch.no_grad() cut the graph"})
+            try:
+                grads = torch.autograd.grad(carried, leaves, [torch.ones_like(o) for o in carried], allow_unused=True)
+            except ImplementationError as error:
+                return Finding(False, {"autograd": f"backward() failed: {_short(error)}"})
+            except RuntimeError as error:
+                return Finding(False, {"autograd": f"backward() raised RuntimeError: {_short(error)}"})
+        if all(g is None for g in grads):
+            return Finding(False, {"autograd": "backward() gave no gradient for any input"})
+        for grad, leaf in zip(grads, leaves):
+            if grad is not None and grad.shape != leaf.shape:
+                return Finding(False, {"autograd": f"backward() gave a gradient of shape {tuple(grad.shape)} "
+                                                   f"for an input of shape {tuple(leaf.shape)}"})
+            if grad is not None and not bool(torch.isfinite(grad).all()):
+                return Finding(False, {"autograd": "backward() gave gradients that are not finite (nan or inf)"})
+        return Finding(True)
+
+    def _devices(self, function: str, array: str, default: object) -> Finding:
+        devices = tuple(ARRAY_DEVICES[array])
+        if "cuda" not in devices:
+            return Finding(devices)
+        state = self.implementation.sandbox.get("cuda", "active")
+        if not torch.cuda.is_available() or not state.startswith("active"):
+            # cuda stays claimed as before: its checks say "unavailable" on this machine
+            where = "no CUDA device on this machine" if not torch.cuda.is_available() else f"in the sandbox: {state}"
+            return Finding(default, note=f"cuda not tried: {_short(where)}")
+        outputs = self._try(function, "float32", device="cuda")
+        if isinstance(outputs, str):
+            return Finding(("cpu",), {"device:cuda": outputs})
+        elsewhere = sorted({str(o.device) for o in outputs if o.device.type != "cuda"})
+        if elsewhere:
+            return Finding(("cpu",), {"device:cuda": f"{function} returned its results on "
+                                                     f"{', '.join(elsewhere)} for inputs on cuda"})
+        return Finding(("cpu", "cuda"))
+
+    # ------------------------------------------------------------ calls
+    def _try(self, function: str, dtype: str, batch: bool = False, device: str = "cpu") -> list[Tensor] | str:
+        return self._outputs(function, self._arguments(function, dtype, batch=batch, device=device))
+
+    def _outputs(self, function: str, arguments: tuple[list, dict]) -> list[Tensor] | str:
+        """The arrays a call returned, as torch tensors, or what went wrong, in words."""
+        implementation = self.implementation
+        args, kwargs = arguments
+        self.calls += 1
+        try:
+            result = implementation.call(function, *args, **kwargs)
+            parts = list(result) if isinstance(result, (tuple, list)) else [result]
+            outputs = [implementation._from_impl(function, part) for part in parts if part is not None]
+        except ImplementationError as error:
+            return _short(error)
+        if not outputs:
+            return f"{function} returned no array"
+        return outputs
+
+    def _arguments(self, function: str, dtype: str, batch: bool = False, device: str = "cpu",
+                   grad: bool = False) -> tuple[list, dict]:
+        """Small inputs for `function` within the declared shapes: d_k = d_v (equal_head_dims), d_in = h·d_k
+        (width_is_heads_times_head_dim), at most max_length tokens; causal where every call must be."""
+        caps = self.implementation.capabilities
+        n = min(self.SEQUENCE, caps.max_length or self.SEQUENCE)
+        d, h = self.WIDTH, self.HEADS
+        generator = torch.Generator().manual_seed(0)
+        lead = (self.BATCH,) if batch else ()
+
+        def tensor(*shape: int, data: bool = False) -> Tensor:
+            value = torch.randn(*(lead if data else ()), *shape, generator=generator, dtype=torch.float64)
+            value = value.to(device=device, dtype=DTYPES[dtype])
+            return value.requires_grad_() if grad else value
+
+        kwargs: dict[str, Any] = {}
+        causal = caps.causal_only and function != "attention" and self.implementation.accepts(function, "causal")
+        if function in ("self_attention", "multihead_attention", "multihead_attention_concat"):
+            per_head = (h, d // h, d) if function != "self_attention" else (d, d)
+            args = [tensor(n, d, data=True), tensor(*per_head), tensor(*per_head), tensor(*per_head)]
+        elif function == "cross_attention":
+            args = [tensor(n, d, data=True), tensor(n, d, data=True), tensor(d, d), tensor(d, d), tensor(d, d)]
+        elif function == "attention":
+            args = [tensor(h, n, d, data=True), tensor(h, n, d, data=True), tensor(h, n, d, data=True)]
+            kwargs = self.implementation.kernel_keywords(causal=caps.causal_only)
+        elif function == "project":
+            args = [tensor(n, d, data=True), tensor(d, d)]
+        elif function == "attention_scores":
+            args = [tensor(n, d, data=True), tensor(n, d, data=True)]
+        elif function == "attention_weights":
+            args = [tensor(n, n, data=True), d]
+        elif function == "embed":
+            ids = torch.arange(n, device=device).remainder(5).expand(*lead, n).clone()
+            args = [ids, tensor(5, d)]
+        else:
+            raise ValueError(f"{function} is not tried")
+        if causal:
+            kwargs["causal"] = True
+        return args, kwargs
 
 def seed_shapes_fit(caps: Capabilities) -> bool:
     """Whether the seed's sizes (d_in 16, d_k 24, d_v 28, 3 heads, 6 and 8 tokens) are within the declared

@@ -9,12 +9,13 @@ test verifies.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import torch
 from torch import Tensor
 
+from conformance.judge.capabilities import DTYPES
 from conformance.judge.tolerance import Expected, max_abs_error
 
 
@@ -47,8 +48,10 @@ def check_shape(name: str, actual: Tensor, shape: Sequence[int], layout: str = "
 def assert_matches(actual: Tensor, expected: Expected, where: str = "") -> None:
     """actual is within the tolerance policy of the float64 reference."""
     check_shape(expected.name, actual, expected.reference.shape)
-    got = actual.detach().to("cpu", torch.float64)
     context = f" ({where})" if where else ""
+    if actual.is_complex():  # a cast to float64 would keep the real part and pass
+        fail(f"{expected.name} is {actual.dtype} (complex){context}; the result must be real")
+    got = actual.detach().to("cpu", torch.float64)
     bad = ~torch.isfinite(got)
     if bad.any():
         flat = int(bad.flatten().nonzero()[0])
@@ -108,15 +111,22 @@ def assert_rows_stochastic(weights: Tensor, allowed: float, rows: Tensor | None 
         flat = int(deviation.flatten().argmax())
         row = _index(flat, sums.shape)
         low, high = sums.min().item(), sums.max().item()
+        total = sums.flatten()[flat].item()
         fail(
-            f"weights row {row} sums to {_value(sums.flatten()[flat].item())}; required 1 within {allowed:.2g} "
-            f"(row sums range over {_value(low)}…{_value(high)})"
+            f"weights row {row} sums to {_value(total)} (1 {'+' if total >= 1 else '-'} {abs(total - 1):.3g}); "
+            f"required 1 within {allowed:.2g} (row sums range over {_value(low)}…{_value(high)})"
         )
 
 
 def assert_exactly_zero(weights: Tensor, where: Tensor, what: str) -> None:
     """weights are exactly 0.0 wherever `where` is True."""
     w = weights.detach().cpu()
+    try:
+        fits = torch.broadcast_shapes(w.shape, where.shape) == w.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        fail(f"weights have shape {tuple(w.shape)}; {what} are given for shape {tuple(where.shape)}")
     offending = where.cpu() & (w != 0)
     if offending.any():
         flat = int(offending.flatten().nonzero()[0])
@@ -124,3 +134,61 @@ def assert_exactly_zero(weights: Tensor, where: Tensor, what: str) -> None:
             f"weights{_index(flat, w.shape)} is {_value(w.flatten()[flat].item())}; {what} must be exactly 0 "
             f"({int(offending.sum())} such weights are not)"
         )
+
+
+# ------------------------------------------------ checks shared by a clause's tests and its detector
+# A detector (detectors.py) asks whether its clause's property is broken on a case; it answers with the
+# very check the clause's own tests make, so a block is never claimed on a weaker or stronger criterion.
+
+
+def holds(check: Callable[..., None], *args, **kwargs) -> bool:
+    """Whether an assertion helper passes on these arguments (for callers that decide rather than fail)."""
+    try:
+        check(*args, **kwargs)
+    except ClauseFailure:
+        return False
+    return True
+
+
+def row_sum_allowance(expected: Expected, n_kv: int) -> float:
+    """How far a row of weights may sum from 1: the row adds n_kv weights, each within the weights' bound
+    of its true value (tolerance policy), but the errors of a correct softmax do not all point one way."""
+    eps = torch.finfo(DTYPES[expected.dtype]).eps
+    return min(n_kv * expected.allowed, expected.allowed + n_kv * eps * expected.factor)
+
+
+def assert_weights_are_probabilities(weights: Tensor, expected: Expected, n_kv: int, rows: Tensor | None = None) -> None:
+    """WEIGHTS-PROBABILITY: every row (those selected by `rows`) is ≥ 0 and sums to 1 within the policy's
+    allowance for a sum of n_kv weights; `expected` is the weights' expectation (its bound and dtype)."""
+    assert_rows_stochastic(weights, row_sum_allowance(expected, n_kv), rows)
+
+
+def future_keys(n_q: int, n_kv: int) -> Tensor:
+    """True where key j lies after query i (j > i): what a causal mask hides (top-left aligned)."""
+    return torch.ones(n_q, n_kv, dtype=torch.bool).triu(diagonal=1)
+
+
+def assert_no_future_weight(weights: Tensor, what: str = "a key after its query (j > i, top-left aligned)") -> None:
+    """CAUSAL-MASK: the weights on keys after their query (last two axes: queries, keys) are exactly 0."""
+    n_q, n_kv = weights.shape[-2:]
+    assert_exactly_zero(weights, future_keys(n_q, n_kv).expand(weights.shape), what)
+
+
+def assert_every_query_sees_a_key(weights: Tensor) -> None:
+    """CAUSAL-MASK: every query sees at least itself (keys 0..i), so no causal row is without weight."""
+    n_q = weights.shape[-2]
+    totals = weights.detach().to("cpu", torch.float64).sum(dim=-1)
+    if not torch.isfinite(totals).all() or (totals <= 0).any():
+        bad = ~torch.isfinite(totals) | (totals <= 0)
+        flat = int(bad.flatten().nonzero()[0])
+        row = flat % n_q
+        fail(f"causal weights row {row} has no weight on any key (sum {totals.flatten()[flat].item():.3g}); "
+             f"query {row} must see keys 0..{row}")
+
+
+def assert_causal_mask(weights: Tensor, n_q: int, n_kv: int) -> None:
+    """CAUSAL-MASK's check of a causal call's weights: keys after their query get exactly 0, every query some."""
+    if tuple(weights.shape[-2:]) != (n_q, n_kv):
+        fail(f"causal weights have shape {tuple(weights.shape)}; the last two axes must be (n_q, n_kv) = ({n_q}, {n_kv})")
+    assert_no_future_weight(weights)
+    assert_every_query_sees_a_key(weights)

@@ -1,7 +1,7 @@
 """One mistake, one verdict: a check that fails because another clause's property is broken is blocked.
 
-A test names its clause; the clause lists its prerequisites in spec/clauses.toml.
-When a check of the test fails inside `judged(...)`, each prerequisite's
+A test names its clause, and its cases carry it (cases.Cases); the clause lists its prerequisites in
+spec/clauses.toml. When a check of the test fails inside `judged(case, ...)`, each prerequisite's
 detector looks at the same inputs for its own property (the implementation
 raised or returned the wrong shape, returned NaN, answered differently twice,
 mixed up batch examples, projected wrongly, ...). The first one, in pipeline
@@ -19,48 +19,52 @@ the implementation at most a few more times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import pytest
-import torch
 from hypothesis import reject
 
 import spec
 from conformance.judge.adapter import ImplementationError
 from conformance.judge.assertions import ClauseFailure
-from conformance.judge.cases import Call, Case
-from conformance.judge.detectors import DETECTORS, OF_THE_CALL, same
+from conformance.judge.cases import BaseCase, Call
+from conformance.judge.detectors import PIPELINE_ORDER
 
 BLOCKED_PREFIX = "blocked by "
 MAX_BLOCKED = 5  # examples set aside as blocked before the whole test is reported blocked
 
 
 @dataclass
-class _State:
-    clause: str = ""
+class _Record:
+    """What the running test's examples did, for its report: the clause under test is not kept here, each
+    case carries it."""
+
     failed: bool = False  # an example of this test failed on its own property
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (blocking clause, the failure it explains)
 
 
-_state = _State()
+_record = _Record()
 
 
-def begin(clause_id: str) -> None:
-    """A test of clause_id starts (called by the plugin before each test)."""
-    global _state
-    _state = _State(clause=clause_id)
+def begin(clause_id: str = "") -> None:
+    """A test starts (called by the plugin before each test): its record starts empty.
+
+    clause_id is accepted for the plugin's call and not kept: the checks take the clause from their cases.
+    """
+    global _record
+    _record = _Record()
 
 
 def blocks() -> tuple[tuple[str, str], ...]:
     """(blocking clause, failure message) of every example of the current test that was set aside."""
-    return tuple(dict.fromkeys(_state.blocks))
+    return tuple(dict.fromkeys(_record.blocks))
 
 
 def note_failure() -> None:
-    _state.failed = True
+    _record.failed = True
 
 
 def blocked(by: str, why: str, failure: str = "") -> NoReturn:
@@ -71,8 +75,8 @@ def blocked(by: str, why: str, failure: str = "") -> NoReturn:
     reported blocked. Every block is recorded with the failure it explains; the report turns it back
     into that failure unless clause `by` fails in its own tests.
     """
-    _state.blocks.append((by, failure or why))
-    if _state.failed or len(_state.blocks) < MAX_BLOCKED:
+    _record.blocks.append((by, failure or why))
+    if _record.failed or len(_record.blocks) < MAX_BLOCKED:
         reject()
     pytest.skip(f"{BLOCKED_PREFIX}{by}: {why}")
 
@@ -96,9 +100,21 @@ def parse_block(reason: str) -> tuple[str, str] | None:
     return by, why
 
 
+def clause_of(cases: Sequence[BaseCase]) -> str:
+    """The clause the cases are judged for ('' when none: nothing blocks); one test judges one clause."""
+    clauses = {case.clause for case in cases}
+    if len(clauses) > 1:
+        raise ValueError(f"cases of different clauses judged together: {sorted(clauses)}")
+    return clauses.pop() if clauses else ""
+
+
+def prerequisites_of(clause_id: str) -> tuple[str, ...]:
+    return spec.load().clause(clause_id).prerequisites if clause_id else ()
+
+
 @contextmanager
-def judged(*cases: Case) -> Iterator[None]:
-    """Checks of the current clause on these cases; a failure is first offered to the prerequisites."""
+def judged(*cases: BaseCase) -> Iterator[None]:
+    """Checks of the cases' clause on these cases; a failure is first offered to the clause's prerequisites."""
     try:
         yield
     except (ClauseFailure, ImplementationError) as error:
@@ -107,64 +123,35 @@ def judged(*cases: Case) -> Iterator[None]:
         raise
 
 
-@contextmanager
-def judged_step(output: torch.Tensor | None, call_again: Callable[[], torch.Tensor]) -> Iterator[None]:
-    """Checks of attention_weights' output: judged() for calls without a Case.
-
-    The step's own prerequisites that can be seen from its output alone are looked at, in pipeline
-    order: NaN or inf (WEIGHTS-STABLE), a different answer to the same call (API-DETERMINISTIC) and
-    weight rows that are no probabilities (WEIGHTS-PROBABILITY).
-    """
-    try:
-        yield
-    except (ClauseFailure, ImplementationError) as error:
-        failure = str(error)
-        prerequisites = spec.load().clause(_state.clause).prerequisites if _state.clause else ()
-        if "WEIGHTS-STABLE" in prerequisites and output is not None and not torch.isfinite(output.detach().cpu()).all():
-            blocked("WEIGHTS-STABLE", "the step returned NaN or inf for finite scores", failure)
-        if "API-DETERMINISTIC" in prerequisites and output is not None:
-            for _ in range(3):  # a dropout of small outputs can repeat itself once
-                try:
-                    again = call_again()
-                except ImplementationError:
-                    break
-                if not same(again, output):
-                    blocked("API-DETERMINISTIC", "the step returned different results for the same inputs", failure)
-        if "WEIGHTS-PROBABILITY" in prerequisites and output is not None:
-            w = output.detach().to("cpu", torch.float64)
-            sums = w.sum(dim=-1)
-            judged_rows = torch.isfinite(sums) & (sums != 0)  # empty rows and NaN are other clauses' business
-            if ((sums - 1).abs() > 1e-3)[judged_rows].any() or (w < 0).any():
-                blocked("WEIGHTS-PROBABILITY", "the step's weight rows are not probabilities (≥ 0, summing to 1)", failure)
-        note_failure()
-        raise
-
-
-def prerequisite(clause_id: str, why: str, failure: str = "") -> None:
-    """Block on clause_id if the current clause lists it as a prerequisite (a check made by the test itself)."""
-    if _state.clause and clause_id in spec.load().clause(_state.clause).prerequisites:
+def prerequisite(case: BaseCase, clause_id: str, why: str, failure: str = "") -> None:
+    """Block on clause_id if the case's clause lists it as a prerequisite (a check made by the test itself)."""
+    if clause_id in prerequisites_of(case.clause):
         blocked(clause_id, why, failure)
 
 
-def find_blocker(cases: tuple[Case, ...], failure: str = "") -> None:
-    """Block the test if a prerequisite of the current clause is broken on one of the cases."""
-    if not _state.clause:
+def find_blocker(cases: Sequence[BaseCase], failure: str = "") -> None:
+    """Block the test if a prerequisite of the cases' clause is broken on one of the cases."""
+    clause_id = clause_of(cases)
+    if not clause_id:
         return
-    prerequisites = set(spec.load().clause(_state.clause).prerequisites)
-    if _state.clause != "CAUSAL-MASK" and any(c.implementation.capabilities.causal_only for c in cases):
+    prerequisites = set(prerequisites_of(clause_id))
+    if clause_id != "CAUSAL-MASK" and any(c.implementation.capabilities.causal_only for c in cases):
         prerequisites.add("CAUSAL-MASK")  # causal='only': every call is masked, so a wrong mask shows everywhere
     # in pipeline order, whatever order the spec lists them in: the earliest broken step is the blocker
-    for prerequisite, detector in DETECTORS.items():
-        if prerequisite not in prerequisites:
+    for detector in PIPELINE_ORDER:
+        if detector.clause not in prerequisites:
             continue
         for case in cases:
+            look = detector.look_for(case)
+            if look is None:
+                continue
             # a property of unmasked attention is looked at without the mask: a causal mistake is not a softmax's
-            subject = case if prerequisite in OF_THE_CALL or not case.causal else case.uncausal()
+            subject = case if detector.of_the_call or not case.causal else case.uncausal()
             try:
-                why = detector(subject)
+                why = look(subject)
             except ImplementationError as error:
-                why = f"{case.function} raised on a valid input: {error}" if prerequisite == "API-SHAPES" else None
+                why = f"{case.function} raised on a valid input: {error}" if detector.clause == "API-SHAPES" else None
             except Exception:  # a detector that cannot look (odd outputs) sees nothing
                 why = None
             if why:
-                blocked(prerequisite, why, failure)
+                blocked(detector.clause, why, failure)

@@ -1,14 +1,20 @@
-"""What an implementation says it supports, read from its CAPABILITIES mapping.
+"""What an implementation supports: found by trying it, or read from its CAPABILITIES mapping.
 
-Functions are detected by name (spec/clauses.toml lists them). Everything
-else is declared; a missing key takes the default below. Anything not claimed
-is reported as "not claimed", never as passed or failed.
+Functions are detected by name (spec/clauses.toml lists them). What a plain
+function can do (torch autograd, leading batch dimensions, the dtypes, CUDA) is
+found out by trying it with a few small calls (adapter.Trials), once per run and
+only when a test first asks; a key that CAPABILITIES declares is taken as
+declared and not tried, so a declaration only narrows (or widens where the
+author knows better). The other keys (the array library, returns_weights,
+the shape declarations) are declared; a missing key takes the default below.
+Anything not claimed is reported as "not claimed", never as passed or failed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -39,24 +45,98 @@ DEFAULTS: dict[str, object] = {
 }
 
 
+# found by trying where CAPABILITIES does not declare them (autograd: torch implementations only)
+TRIED = ("dtypes", "devices", "batching", "autograd")
+
+
 class CapabilityError(ValueError):
     """CAPABILITIES is malformed; the message says which key and what is allowed."""
 
 
 @dataclass(frozen=True)
+class Finding:
+    """What trying found for one key: its value, and for each requirement it leaves unclaimed ('autograd',
+    'batching', 'dtype:float16', 'device:cuda') what was tried and what came of it, for the report."""
+
+    value: object
+    why_not: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""  # "" when tried; else why the default stands (a probe that could not be run)
+
+
+class Trier(Protocol):
+    """Finds a key out by calling the implementation (adapter.Trials); caches what it found."""
+
+    def find(self, key: str, default: object) -> Finding: ...
+
+    def peek(self, key: str) -> Finding | None: ...
+
+
+@dataclass(frozen=True)
 class Capabilities:
     array: str
-    dtypes: tuple[str, ...]
-    devices: tuple[str, ...]
-    batching: bool
-    autograd: bool
     returns_weights: bool
     causal_only: bool = False
     equal_head_dims: bool = False
     width_is_heads_times_head_dim: bool = False
     max_length: int | None = None
     grouped_kv_heads: bool = False
+    # the TRIED keys: their declared (or default) values, which of them CAPABILITIES declares, and what finds
+    # the others out (None: the defaults stand, as for a bare parse())
+    given: Mapping[str, object] = field(default_factory=dict)
+    declared: frozenset[str] = frozenset()
+    trier: Trier | None = field(default=None, compare=False, repr=False)
 
+    # ------------------------------------------------------------ the tried keys
+    def _tried(self, key: str) -> bool:
+        return key not in self.declared and self.trier is not None and not (key == "autograd" and self.array != "torch")
+
+    def _value(self, key: str) -> object:
+        return self.trier.find(key, self.given[key]).value if self._tried(key) else self.given[key]
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return self._value("dtypes")  # type: ignore[return-value]
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return self._value("devices")  # type: ignore[return-value]
+
+    @property
+    def batching(self) -> bool:
+        return self._value("batching")  # type: ignore[return-value]
+
+    @property
+    def autograd(self) -> bool:
+        return self._value("autograd")  # type: ignore[return-value]
+
+    def source(self, key: str) -> str:
+        """Where a key's value comes from: 'declared', 'tried', 'not tried yet' or 'default'."""
+        if key in self.declared:
+            return "declared"
+        if not self._tried(key):
+            return "default"
+        found = self.trier.peek(key)
+        if found is None:
+            return "not tried yet"
+        return "default" if found.note else "tried"
+
+    def why_not(self, requirement: str) -> str:
+        """Why a requirement ('autograd', 'batching', 'dtype:NAME', 'device:NAME') is not claimed, in words:
+        what was tried and what came of it, or the declaration; '' when it is claimed or nothing is known."""
+        kind, _, name = requirement.partition(":")
+        key = {"dtype": "dtypes", "device": "devices"}.get(kind, requirement) if name else requirement
+        if key not in TRIED:
+            return ""
+        if key in self.declared:
+            return f"declared in CAPABILITIES[{key!r}]"
+        if key == "autograd" and self.array != "torch":
+            return f"gradients are checked through torch.autograd; a {self.array} implementation cannot claim them"
+        found = self.trier.peek(key) if self.trier is not None else None
+        if found is None:
+            return ""
+        return f"tried: {found.why_not[requirement]}" if requirement in found.why_not else found.note
+
+    # ------------------------------------------------------------ derived
     @property
     def constraints(self) -> list[str]:
         """The declared shape restrictions, as what is not exercised because of them."""
@@ -74,12 +154,31 @@ class Capabilities:
     @property
     def property_dtype(self) -> str:
         """The dtype properties are checked in: float32 when claimed, else the first claimed."""
-        return "float32" if "float32" in self.dtypes else self.dtypes[0]
+        dtypes = self.dtypes
+        return "float32" if "float32" in dtypes or not dtypes else dtypes[0]
 
     def describe(self) -> str:
+        """The capabilities in one line, each tried key with where its value comes from (declared, tried,
+        default) and, where trying left something unclaimed, why. Tries nothing itself."""
+        def shown(key: str) -> str:
+            source = self.source(key)
+            if source == "not tried yet":
+                return f"{key}: not tried (no check asked for it)"
+            found = self.trier.peek(key) if self._tried(key) else None
+            value = found.value if found is not None else self.given[key]
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            if found is not None and found.note:
+                source = f"{source}; {found.note}"
+            why = found.why_not if found is not None else {}
+            if key in why:  # autograd, batching
+                source = f"tried: {why[key]}"
+            elif why:  # the dtypes, devices not claimed
+                source += "".join(f"; {r.partition(':')[2]} not claimed: {w}" for r, w in why.items())
+            return f"{key}={text} ({source})"
+
         return (
-            f"array={self.array}, dtypes={','.join(self.dtypes)}, devices={','.join(self.devices)}, "
-            f"batching={self.batching}, autograd={self.autograd}, returns_weights={self.returns_weights}"
+            f"array={self.array}, {shown('dtypes')}, {shown('devices')}, {shown('batching')}, {shown('autograd')}, "
+            f"returns_weights={self.returns_weights}"
             + (", causal=only" if self.causal_only else "")
             + (", equal_head_dims" if self.equal_head_dims else "")
             + (", width_is_heads_times_head_dim" if self.width_is_heads_times_head_dim else "")
@@ -105,8 +204,9 @@ def _flag(key: str, value: object) -> bool:
     return value
 
 
-def parse(declared: Mapping[str, object] | None) -> Capabilities:
-    """Validate a CAPABILITIES mapping and fill in the defaults."""
+def parse(declared: Mapping[str, object] | None, trier: Trier | None = None) -> Capabilities:
+    """Validate a CAPABILITIES mapping and fill in the defaults; with a trier, the TRIED keys it does not
+    declare are found out by trying (lazily, when first asked), else they take the defaults."""
     if declared is None:
         declared = {}
     if not isinstance(declared, Mapping):
@@ -126,18 +226,20 @@ def parse(declared: Mapping[str, object] | None) -> Capabilities:
             f"CAPABILITIES['autograd'] cannot be True for a {array} implementation: gradients are checked "
             "through torch.autograd, so only array='torch' can claim them"
         )
+    given = {"dtypes": dtypes, "devices": devices, "batching": _flag("batching", values["batching"]), "autograd": autograd}
+    # "devices": None is the default spelled out, not a declaration
+    declared_keys = frozenset(k for k in TRIED if k in declared and not (k == "devices" and declared[k] is None))
     return Capabilities(
         array=array,
-        dtypes=dtypes,
-        devices=devices,
-        batching=_flag("batching", values["batching"]),
-        autograd=autograd,
         returns_weights=_flag("returns_weights", values["returns_weights"]),
         causal_only=_causal(values["causal"]),
         equal_head_dims=_flag("equal_head_dims", values["equal_head_dims"]),
         width_is_heads_times_head_dim=_flag("width_is_heads_times_head_dim", values["width_is_heads_times_head_dim"]),
         max_length=_length(values["max_length"]),
         grouped_kv_heads=_flag("grouped_kv_heads", values["grouped_kv_heads"]),
+        given=given,
+        declared=declared_keys,
+        trier=trier,
     )
 
 

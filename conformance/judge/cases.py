@@ -1,15 +1,26 @@
-"""One attention call of the implementation under test, and what it should return.
+"""The calls of the implementation under test that the tests judge, and what they should return.
 
-A Case ties a drawn Problem to the implementation, a dtype and a device: it
-knows which spec function the problem exercises, how to call it, and how to
-compute the float64 reference and plain same-dtype baseline for its outputs.
+One family shares the interface of BaseCase: call() makes the call afresh, run() makes it once per case
+(later runs return the same result, or raise the same error), expected() says what it should return,
+and `clause` names the clause the test verifies (its prerequisites decide which detectors a failure is
+offered to, see blocking.py):
+
+- Case: a pipeline function (self_attention, cross_attention, multihead_attention[_concat]) on a drawn
+  Problem, with the float64 reference and plain same-dtype baseline of both outputs;
+- KernelCase: attention(q, k, v, causal, mask, scale) in SDPA's layout on a drawn KernelProblem;
+- StepCase: the attention_weights step on drawn scores (and a mask).
+
+A test makes its cases with Cases (the `cases` fixture of conformance/tests/conftest.py), which binds the
+implementation, device, dtype and the test's clause.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 import torch
 from hypothesis import reject
@@ -19,7 +30,7 @@ from conformance.judge.adapter import Attention, Implementation, ImplementationE
 from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.fitting import fit_scale, implied_scale
-from conformance.judge.strategies import Inputs, KernelProblem, Problem
+from conformance.judge.strategies import Inputs, KernelProblem, Problem, ScoresProblem
 from conformance.judge.tolerance import (
     Expected,
     OutOfRange,
@@ -66,13 +77,55 @@ class Outputs:
     weights: Expected
 
 
+class BaseCase(ABC):
+    """One call of the implementation under test in a test of `clause` ('' outside a test: nothing blocks)."""
+
+    implementation: Implementation
+    dtype: str
+    device: str
+    clause: str
+    causal: bool = False  # a causal call (its detectors look at the unmasked twin, see uncausal())
+    _memo: dict
+
+    @property
+    @abstractmethod
+    def function(self) -> str:
+        """The spec function called."""
+
+    @abstractmethod
+    def call(self) -> Any:
+        """One fresh call of the implementation on this case (not memoised)."""
+
+    @abstractmethod
+    def expected(self) -> Any:
+        """What the call should return: the float64 reference and plain same-dtype baseline (tolerance.py)."""
+
+    def run(self) -> Any:
+        """Call the implementation (once per case; later calls return the same result)."""
+        if "run" not in self._memo:
+            try:
+                self._memo["run"] = self.call()
+            except ImplementationError as error:
+                self._memo["run"] = error  # asked again (by a blocker's detector), it raises again without a call
+        if isinstance(self._memo["run"], ImplementationError):
+            raise self._memo["run"]
+        return self._memo["run"]
+
+    def uncausal(self) -> BaseCase:
+        """The same call without a causal mask (itself when it has none)."""
+        return self
+
+
 @dataclass
-class Case:
+class Case(BaseCase):
+    """A call of a pipeline attention function on a drawn Problem."""
+
     implementation: Implementation
     problem: Problem
     dtype: str
     device: str = "cpu"
     causal: bool = False
+    clause: str = ""
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +156,10 @@ class Case:
         twin.__dict__["inputs"] = self.inputs
         return twin
 
+    def on(self, problem: Problem, causal: bool = False) -> Case:
+        """Another call in the same test (implementation, dtype, device, clause) on another problem."""
+        return replace(self, problem=problem, causal=causal, _memo={})
+
     def example(self, index: tuple[int, ...]) -> Case:
         """One example of a batched case, as its own unbatched call."""
         i = self.inputs
@@ -122,19 +179,10 @@ class Case:
         return {"w_o": i.w_o} if self.problem.kind == "concat" and i.w_o is not None else {}
 
     def call(self) -> Attention:
-        """One fresh call of the implementation on this case (not memoised)."""
         return self.implementation.attention(self.function, *self.arguments(), causal=self.causal, **self.keywords())
 
-    def run(self) -> Attention:
-        """Call the implementation (once per case; later calls return the same result)."""
-        if "run" not in self._memo:
-            try:
-                self._memo["run"] = self.call()
-            except ImplementationError as error:
-                self._memo["run"] = error  # asked again (by a blocker's detector), it raises again without a call
-        if isinstance(self._memo["run"], ImplementationError):
-            raise self._memo["run"]
-        return self._memo["run"]
+    def run(self) -> Attention:  # BaseCase.run, with this call's result type
+        return super().run()
 
     def run_checked(self) -> Attention:
         """run(), failing the test at once if the outputs do not have the spec's shapes."""
@@ -221,6 +269,175 @@ class Case:
         implied = implied_scale(observed, omega) if use_weights else None
         fit = fit_scale(model, observed, 1 / math.sqrt(self.problem.d_k), (implied,))
         return None if fit is None else fit[0]
+
+
+@dataclass(frozen=True)
+class KernelInputs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass
+class KernelCase(BaseCase):
+    """A call of attention(q, k, v, causal, mask, scale) on a drawn KernelProblem, and the reference for it."""
+
+    implementation: Implementation
+    problem: KernelProblem
+    dtype: str
+    device: str = "cpu"
+    causal: bool = False
+    scale: float | None = None
+    masked: bool = True  # pass the problem's mask (if it draws one)
+    clause: str = ""
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.problem = fit_problem(self.problem, self.implementation)
+
+    @property
+    def function(self) -> str:
+        return "attention"
+
+    @cached_property
+    def inputs(self) -> KernelInputs:
+        q, k, v, mask = self.problem.tensors(DTYPES[self.dtype], self.device)
+        return KernelInputs(q, k, v, mask if self.masked else None)
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self.inputs.mask
+
+    @property
+    def grouped(self) -> bool:
+        return self.problem.kv_heads != self.problem.heads
+
+    def call(self) -> Attention:
+        i = self.inputs
+        return self.implementation.kernel(i.q, i.k, i.v, causal=self.causal, mask=i.mask, scale=self.scale,
+                                          grouped=self.grouped)
+
+    def run(self) -> Attention:  # BaseCase.run, with this call's result type
+        return super().run()
+
+    def run_checked(self) -> Attention:
+        """run(), failing the test at once if the outputs do not have the spec's shapes."""
+        out = self.run()
+        p = self.problem
+        check_shape("attention context", out.context, (*p.batch, p.heads, p.n_q, p.d_v), "(..., h, n_q, d_v)")
+        if out.weights is not None:
+            check_shape("attention weights", out.weights, (*p.batch, p.heads, p.n_q, p.n_kv), "(..., h, n_q, n_kv)")
+        return out
+
+    def expected(self) -> Outputs:
+        if "expected" not in self._memo:
+            self._memo["expected"] = self._expected()
+        return self._memo["expected"]
+
+    def _expected(self) -> Outputs:
+        i = self.inputs
+        exact = oracle.upcast(i.q, i.k, i.v)
+        plain = [t.detach().cpu() for t in (i.q, i.k, i.v)]
+        exact_mask = plain_mask = None if i.mask is None else i.mask.cpu()
+        if i.mask is not None and i.mask.dtype != torch.bool:
+            exact_mask = oracle.upcast(i.mask)[0]
+        ref_context, ref_weights = oracle.attention(*exact, self.causal, exact_mask, self.scale)
+        base_context, base_weights = oracle.attention(*plain, self.causal, plain_mask, self.scale)
+        q, k, v = exact
+        alpha = 1 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
+        group = q.shape[-3] // k.shape[-3]
+        # what rounding acts on: the scaled scores (plus a float mask), then the values they mix
+        bias = exact_mask.abs().max().item() if exact_mask is not None and exact_mask.dtype != torch.bool else 0.0
+        weights_scale = 1.0 + dot_scale(q, k.repeat_interleave(group, dim=-3)) * alpha + bias
+        context_scale = weights_scale * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
+        return Outputs(
+            context=expect_output("context", ref_context, base_context, self.dtype, context_scale),
+            weights=expect_output("weights", ref_weights, base_weights, self.dtype, weights_scale),
+        )
+
+    def plain(self) -> KernelCase:
+        """The same q, k, v with neither mask, causal nor scale, and every query head's own key/value head."""
+        group = self.problem.heads // self.problem.kv_heads
+        twin = replace(self, problem=replace(self.problem, kv_heads=self.problem.heads), causal=False, scale=None,
+                       masked=False, _memo={})
+        i = self.inputs
+        twin.__dict__["inputs"] = KernelInputs(i.q, i.k.repeat_interleave(group, dim=-3),
+                                               i.v.repeat_interleave(group, dim=-3), None)
+        return twin
+
+
+@dataclass
+class StepCase(BaseCase):
+    """A call of the attention_weights step on drawn scores (with the problem's mask, if it draws one)."""
+
+    implementation: Implementation
+    problem: ScoresProblem
+    dtype: str
+    device: str = "cpu"
+    clause: str = ""
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.problem = fit_problem(self.problem, self.implementation)
+
+    @property
+    def function(self) -> str:
+        return "attention_weights"
+
+    @cached_property
+    def scores(self) -> torch.Tensor:
+        return self.problem.scores(DTYPES[self.dtype], self.device)
+
+    @cached_property
+    def mask(self) -> torch.Tensor | None:
+        return self.problem.mask(self.device)
+
+    def call(self) -> torch.Tensor:
+        mask = {} if self.mask is None else {"mask": self.mask}
+        return self.implementation.tensor("attention_weights", self.scores, self.problem.d_k, **mask)
+
+    def run(self) -> torch.Tensor:  # BaseCase.run, with this call's result type
+        return super().run()
+
+    def expected(self) -> Expected:
+        if "expected" not in self._memo:
+            self._memo["expected"] = expect_weights(self.scores, self.problem.d_k, self.dtype, mask=self.mask)
+        return self._memo["expected"]
+
+    def with_scores(self, scores: torch.Tensor) -> StepCase:
+        """The same call on other scores (a shifted copy), with the same mask."""
+        other = replace(self, _memo={})
+        other.__dict__["scores"], other.__dict__["mask"] = scores, self.mask
+        return other
+
+    def unmasked(self) -> StepCase:
+        """The same call on the same scores without the mask."""
+        other = replace(self, problem=replace(self.problem, masked=False, empty_rows=False), _memo={})
+        other.__dict__["scores"] = self.scores
+        return other
+
+
+@dataclass(frozen=True)
+class Cases:
+    """Makes the cases of one test: the implementation under test, the device and the property dtype the
+    test runs on, and the clause it verifies (its cases carry it to the blocking mechanism)."""
+
+    implementation: Implementation
+    device: str
+    dtype: str
+    clause: str = ""
+
+    def pipeline(self, problem: Problem, causal: bool = False, dtype: str | None = None) -> Case:
+        return Case(self.implementation, problem, dtype or self.dtype, self.device, causal=causal, clause=self.clause)
+
+    def kernel(self, problem: KernelProblem, dtype: str | None = None, causal: bool = False,
+               scale: float | None = None, masked: bool = True) -> KernelCase:
+        return KernelCase(self.implementation, problem, dtype or self.dtype, self.device, causal=causal, scale=scale,
+                          masked=masked, clause=self.clause)
+
+    def step(self, problem: ScoresProblem, dtype: str | None = None) -> StepCase:
+        return StepCase(self.implementation, problem, dtype or self.dtype, self.device, clause=self.clause)
 
 
 def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:

@@ -9,6 +9,12 @@ wrong scores step (SCORE-DOT), no softmax for any scale (WEIGHTS-SOFTMAX), rows 
 probabilities (WEIGHTS-PROBABILITY), another scale (WEIGHTS-SCALE), a context that is no mix of the
 values (CONTEXT-MIX), a result that depends on position (SYM-EQUIVARIANT). Detectors run only after a
 failure, so a correct implementation costs nothing extra.
+
+Where a clause's tests check its property with a shared function (assertions.py: the row sums of
+WEIGHTS-PROBABILITY, the zeros of CAUSAL-MASK, the tolerance policy of WEIGHTS-SCALE), its detector
+makes that very check, so a block is claimed on the clause's own criterion. A detector looks at
+pipeline cases (cases.Case) and, for the properties visible in a step's output alone, at
+attention_weights cases (cases.StepCase); kernel cases are judged by their own QKV-ATTEND check.
 """
 
 from __future__ import annotations
@@ -16,12 +22,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
-from conformance.judge import oracle
-from conformance.judge.assertions import ClauseFailure, assert_matches, assert_rows_stochastic, matches
-from conformance.judge.cases import Case, expect_projection, expect_scores, shapes
+from conformance.judge.adapter import ImplementationError
+from conformance.judge.assertions import (
+    ClauseFailure,
+    assert_agree,
+    assert_every_query_sees_a_key,
+    assert_matches,
+    assert_no_future_weight,
+    assert_weights_are_probabilities,
+    holds,
+    matches,
+)
+from conformance.judge.cases import BaseCase, Case, StepCase, expect_projection, expect_scores, shapes
 from conformance.judge.strategies import Inputs
 from conformance.judge.tolerance import max_abs_error
 
@@ -93,7 +109,7 @@ def _batch(case: Case) -> str | None:
             if a is None or b is None or not _finite(a, b):
                 continue
             bound = getattr(case.expected(), name).allowed + getattr(alone.expected(), name).allowed
-            if tuple(a[index].shape) != tuple(b.shape) or max_abs_error(a[index], b.detach().to("cpu", torch.float64)) > bound:
+            if not holds(assert_agree, name, a[index], b, bound, ""):  # API-BATCH's own check
                 return f"batch example {list(index)} computed alone differs from its slice of the batched {name}"
     return None
 
@@ -171,14 +187,6 @@ def _query_key_roles(case: Case) -> str | None:
     return None
 
 
-def _fits_some_scale(case: Case) -> tuple[float | None, bool]:
-    """(fitted α, whether the reference at α matches the outputs)."""
-    alpha = case.fitted_scale()
-    if alpha is None:
-        return None, False
-    return alpha, _matches(case, case.expected(alpha))
-
-
 def _matches(case: Case, expected) -> bool:
     out = case.run()
     return (out.weights is None or matches(out.weights, expected.weights)) and matches(out.context, expected.context)
@@ -202,29 +210,47 @@ def _probability(case: Case) -> str | None:
     weights = _weights(case)
     if weights is None or not _finite(weights):
         return None  # NaN or inf: WEIGHTS-STABLE's
-    eps = torch.finfo(weights.dtype if weights.dtype.is_floating_point else torch.float64).eps
-    allowed = case.expected().weights.allowed + case.problem.n_kv * eps
+    rows = weights.sum(dim=-1) != 0 if case.causal else None
     try:
-        assert_rows_stochastic(weights, allowed, rows=weights.sum(dim=-1) != 0 if case.causal else None)
+        assert_weights_are_probabilities(weights, case.expected().weights, case.problem.n_kv, rows)
     except ClauseFailure as error:
         return str(error)
     return None
 
 
 def _scale(case: Case) -> str | None:
-    alpha, fits = _fits_some_scale(case)
-    right = 1 / math.sqrt(case.problem.d_k)
-    if fits and alpha is not None and not math.isclose(alpha, right, rel_tol=1e-3):
-        return f"{case.function} scales the scores by 1/{1 / alpha:.4g} instead of 1/√d_k = 1/{math.sqrt(case.problem.d_k):.4g}"
-    return None
+    """Some scale α explains the outputs and 1/√d_k does not, by the tolerance policy (WEIGHTS-SCALE's check)."""
+    alpha = case.fitted_scale()
+    if alpha is None or not _matches(case, case.expected(alpha)) or _matches(case, case.expected()):
+        return None
+    return f"{case.function} scales the scores by 1/{1 / alpha:.4g} instead of 1/√d_k = 1/{math.sqrt(case.problem.d_k):.4g}"
 
 
 def _mix(case: Case) -> str | None:
     """The context is no mix of the tokens' values by the returned weights, for any value projection.
 
     Fitted by least squares (context ≈ weights · x_kv · M for one matrix M per head), so a wrong value
-    projection, which is another clause's business, does not look like a wrong mix.
+    projection, which is another clause's business, does not look like a wrong mix. Where the weights are
+    nearly uniform, or there are fewer queries than input features, any context fits some M; the fit is
+    then tried again on a sibling case that can tell (see _sharper).
     """
+    fit = _mix_misfit(case)
+    if fit is None:
+        return None
+    misfit, allowed = fit
+    if misfit > allowed:
+        return f"{case.function}'s context is no mix of the values by its own weights (off by {misfit:.3g} for any value projection)"
+    sibling = _sharper(case)
+    fit = _mix_misfit(sibling) if sibling is not None else None
+    if fit is not None and fit[0] > fit[1]:
+        return (f"{case.function}'s context is no mix of the values by its own weights (off by {fit[0]:.3g} for any "
+                f"value projection, on the same sizes with {sibling.problem.n_q} queries and sharper weights)")
+    return None
+
+
+def _mix_misfit(case: Case) -> tuple[float, float] | None:
+    """How far the context is from weights · x_kv · M for the best M, and what the policy allows; None where
+    it cannot be told (no weights, other shapes, NaN, an underdetermined fit)."""
     weights = _weights(case)
     if weights is None or case.problem.kind not in ("self", "cross", "multihead"):
         return None
@@ -236,14 +262,32 @@ def _mix(case: Case) -> str | None:
     mixed = weights @ x_kv  # (..., [h,] n_q, d_in)
     if mixed.shape[:-1] != context.shape[:-1]:
         return None
-    heads = case.problem.heads if case.problem.kind == "multihead" else 1
-    a = mixed.movedim(-3, 0).reshape(heads, -1, mixed.shape[-1]) if heads > 1 or case.problem.kind == "multihead" else mixed.reshape(1, -1, mixed.shape[-1])
-    c = context.movedim(-3, 0).reshape(heads, -1, context.shape[-1]) if heads > 1 or case.problem.kind == "multihead" else context.reshape(1, -1, context.shape[-1])
+    per_head = case.problem.kind == "multihead"
+    a = mixed.movedim(-3, 0).reshape(case.problem.heads, -1, mixed.shape[-1]) if per_head else mixed.reshape(1, -1, mixed.shape[-1])
+    c = context.movedim(-3, 0).reshape(case.problem.heads, -1, context.shape[-1]) if per_head else context.reshape(1, -1, context.shape[-1])
+    if a.shape[-2] <= a.shape[-1]:  # no more equations than unknowns: any context fits some M
+        return None
     solution = torch.linalg.lstsq(a, c).solution
-    residual = (a @ solution - c).abs().max().item() if c.numel() else 0.0
-    if residual > case.expected().context.allowed:
-        return f"{case.function}'s context is no mix of the values by its own weights (off by {residual:.3g} for any value projection)"
-    return None
+    return (a @ solution - c).abs().max().item() if c.numel() else 0.0, case.expected().context.allowed
+
+
+SHARP_LOGITS = 4.0  # largest |ω|/√d_k of the sibling case: weights far from uniform, far from one-hot
+
+
+def _sharper(case: Case) -> Case | None:
+    """The same sizes (the keys and values the mix runs over keep their number) with weights far from
+    uniform and, for cross-attention, more queries than input features: a case on which the least-squares
+    fit of the value projection is determined. None where it cannot be made or called."""
+    problem = replace(case.problem, logit_target=SHARP_LOGITS)
+    if problem.kind == "cross":
+        examples = max(1, math.prod(problem.batch))
+        problem = replace(problem, n_q=max(problem.n_q, -(-(problem.d_in_kv + 8) // examples)))
+    try:
+        sibling = case.on(problem, case.causal)
+        sibling.run()
+    except Exception:  # noqa: BLE001 - a detector only claims what it saw; this call is not the test's
+        return None
+    return sibling
 
 
 def _equivariant(case: Case) -> str | None:
@@ -259,7 +303,7 @@ def _equivariant(case: Case) -> str | None:
         return None
     bound = case.expected().context.allowed + permuted.expected().context.allowed
     expected = out.context.detach().to("cpu", torch.float64).index_select(-2, order)
-    if max_abs_error(out_p.context, expected) > bound:
+    if not holds(assert_agree, "context", out_p.context, expected, bound, ""):  # SYM-EQUIVARIANT's own check
         return f"{case.function}: reversing the tokens does not reverse the context (the result depends on position)"
     return None
 
@@ -290,18 +334,44 @@ def _causal_mask(case: Case) -> str | None:
     if not case.causal:
         return None
     weights = case.run().weights
-    if weights is None:
-        return None
-    got = weights.detach().cpu()
-    n_q, n_kv = case.problem.n_q, case.problem.n_kv
-    future = ~oracle.allowed(n_q, n_kv, True, None, "cpu")
-    if tuple(got.shape[-2:]) != (n_q, n_kv):
-        return None
-    if ((got != 0) & future).any():
+    if weights is None or tuple(weights.shape[-2:]) != (case.problem.n_q, case.problem.n_kv):
+        return None  # a wrong shape is API-SHAPES' business
+    if not holds(assert_no_future_weight, weights):
         return f"{case.function} gives weight to keys after their query under the causal mask"
-    if not (got.to(torch.float64).sum(dim=-1) > 0).all():
+    if not holds(assert_every_query_sees_a_key, weights):
         return f"{case.function} leaves a query no weight on any key under the causal mask (it must see keys 0..i)"
     return None
+
+
+# ------------------------------------------------------- the attention_weights step
+# What can be seen from the step's output alone: NaN, a different answer to the same call, rows that are
+# no probabilities.
+
+
+def _stable_step(step: StepCase) -> str | None:
+    return None if _finite(step.run()) else "the step returned NaN or inf for finite scores"
+
+
+def _deterministic_step(step: StepCase) -> str | None:
+    first = step.run()
+    for _ in range(3):  # a dropout of small outputs can repeat itself once
+        try:
+            again = step.call()
+        except ImplementationError:
+            return None
+        if not same(again, first):
+            return "the step returned different results for the same inputs"
+    return None
+
+
+def _probability_step(step: StepCase) -> str | None:
+    weights = step.run().detach().to("cpu", torch.float64)
+    if not _finite(weights):
+        return None  # NaN or inf: WEIGHTS-STABLE's
+    sums = weights.sum(dim=-1)
+    if holds(assert_weights_are_probabilities, weights, step.expected(), step.problem.n_kv, rows=sums != 0):
+        return None  # rows without weight are fully masked ones: MASK-EMPTY-ROW's business
+    return "the step's weight rows are not probabilities (≥ 0, summing to 1)"
 
 
 def _sizes(case: Case) -> str:
@@ -309,21 +379,42 @@ def _sizes(case: Case) -> str:
     return f"n_q={p.n_q}, n_kv={p.n_kv}, d_k={p.d_k}, d_v={p.d_v}" + (f", batch {p.batch}" if p.batch else "")
 
 
-# looked at on the very call
-OF_THE_CALL = frozenset({"API-SHAPES", "WEIGHTS-STABLE", "API-DETERMINISTIC", "API-BATCH", "CAUSAL-MASK"})
-DETECTORS: dict[str, Callable[[Case], str | None]] = {
-    "API-SHAPES": _shapes,
-    "WEIGHTS-STABLE": _stable,
-    "API-DETERMINISTIC": _deterministic,
-    "API-BATCH": _batch,
-    "CAUSAL-MASK": _causal_mask,  # a prerequisite of every clause only under causal='only' (see find_blocker)
-    "NUM-ACCURACY": _accuracy,  # early: imprecision would look like a broken softmax or mix to the later ones
-    "PROJ-LAYOUT": _project,
-    "SCORE-DOT": _scores,
-    "PROJ-ROLES": _roles,
-    "WEIGHTS-SOFTMAX": _softmax,
-    "WEIGHTS-PROBABILITY": _probability,
-    "WEIGHTS-SCALE": _scale,
-    "CONTEXT-MIX": _mix,
-    "SYM-EQUIVARIANT": _equivariant,
-}
+@dataclass(frozen=True)
+class Detector:
+    """The detector of one prerequisite clause: what it looks at on a pipeline case and on a step case."""
+
+    clause: str
+    on_pipeline: Callable[[Case], str | None]
+    on_step: Callable[[StepCase], str | None] | None = None
+    # looked at on the very call; the others look at a causal call's unmasked twin (a causal mistake is not theirs)
+    of_the_call: bool = False
+
+    def look_for(self, case: BaseCase) -> Callable[[BaseCase], str | None] | None:
+        """The detector's look at this kind of case (None: it has nothing to say about it)."""
+        if isinstance(case, StepCase):
+            return self.on_step
+        if isinstance(case, Case):
+            return self.on_pipeline
+        return None
+
+
+# in pipeline order: after a failure, the earliest broken step is the blocker
+PIPELINE_ORDER: list[Detector] = [
+    Detector("API-SHAPES", _shapes, of_the_call=True),
+    Detector("WEIGHTS-STABLE", _stable, _stable_step, of_the_call=True),
+    Detector("API-DETERMINISTIC", _deterministic, _deterministic_step, of_the_call=True),
+    Detector("API-BATCH", _batch, of_the_call=True),
+    # a prerequisite of every clause only under causal='only' (see blocking.find_blocker)
+    Detector("CAUSAL-MASK", _causal_mask, of_the_call=True),
+    # early: imprecision would look like a broken softmax or mix to the later ones
+    Detector("NUM-ACCURACY", _accuracy),
+    Detector("PROJ-LAYOUT", _project),
+    Detector("SCORE-DOT", _scores),
+    Detector("PROJ-ROLES", _roles),
+    Detector("WEIGHTS-SOFTMAX", _softmax),
+    Detector("WEIGHTS-PROBABILITY", _probability, _probability_step),
+    Detector("WEIGHTS-SCALE", _scale),
+    Detector("CONTEXT-MIX", _mix),
+    Detector("SYM-EQUIVARIANT", _equivariant),
+]
+DETECTED = frozenset(d.clause for d in PIPELINE_ORDER)  # the clauses that have a detector

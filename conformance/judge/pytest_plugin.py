@@ -282,7 +282,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("needs"):
         missing = [r for r in marker.args if not implementation.claims(r)]
         if missing:
-            pytest.skip(f"not claimed: {', '.join(WORDING.get(r, r) for r in missing)}")
+            # what was tried and why it failed, after the list (rubric reads the list up to " — ")
+            why = [f"{r}: {reason}" for r in missing if (reason := implementation.why_not(r))]
+            pytest.skip(f"not claimed: {', '.join(WORDING.get(r, r) for r in missing)}"
+                        + (f" — {'; '.join(why)}" if why else ""))
 
 
 @pytest.fixture(scope="session")

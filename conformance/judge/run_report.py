@@ -64,6 +64,10 @@ class RunReport:
         """Lines just before the verdict (a score)."""
         return []
 
+    def tally(self) -> dict[str, int]:
+        """Clauses per verdict, for the verdict line; a report above that labels rows otherwise counts its labels."""
+        return counts(self.verdicts)
+
     # ------------------------------------------------------------------ renderings
     def table(self, width: int = 120) -> str:
         rows = self.rows()
@@ -80,7 +84,7 @@ class RunReport:
             reason = _wrap(row.reason, max(20, width - len(header)), most)
             lines.append(f"{v.id:<20} {v.level:<6} {row.label:<12} {tests:>5} {score}{reason[0]}".rstrip())
             lines += [" " * len(header) + line for line in reason[1:]]
-        tally = ", ".join(f"{n} {name}" for name, n in counts(self.verdicts).items() if n)
+        tally = ", ".join(f"{n} {name}" for name, n in self.tally().items() if n)
         lines.append("")
         lines += self.leading_notes()
         lines += [f"INTEGRITY: {v}" for v in self.violations]

@@ -16,9 +16,11 @@ nothing it cannot parse. A submission that crashes, hangs, exits, floods the
 output or cheats gets a clear verdict and cannot stop the batch.
 
 REPORTS/<student>/ receives results.json (Gradescope), feedback.md with PNG heatmaps
-of the weights on the seed sentence (weights-*.png; --no-pictures leaves them out),
+of the weights on the seed sentence (weights-*.png; --no-pictures leaves them out;
+without matplotlib the terminal says so once, with the command that installs it),
 report.json, junit.xml and log.txt; REPORTS/summary.csv has one row per student, its
-diagnosis in words. The default hypothesis profile, grade, shrinks each
+diagnosis in words. The terminal prints a row per student as each finishes, its
+reason whole (wrapped below the row where it is long). The default hypothesis profile, grade, shrinks each
 failure within bounds (conformance.judge.profiles.SHRINK_BOUNDS), so a student
 reads weights[1, 0], not weights[0, 162, 31].
 """
@@ -30,8 +32,12 @@ import csv
 import json
 import os
 import re
+import shlex
+import shutil
 import stat
+import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +50,7 @@ from conformance.judge.profiles import PROFILES
 from conformance.judge.report import load_failure
 from conformance.judge.secret import SecretError, course_secret
 from conformance.judge.workers import ENV_SPIN, Limits, Template, signal_name
+from conformance.teaching import pictures
 from conformance.teaching.feedback import write
 from conformance.teaching.progress import Progress
 from conformance.teaching.pytest_plugin import warm_up as warm_up_teaching
@@ -55,6 +62,7 @@ SUMMARY_FIELDS = ["student", "score", "max_score", "percent", "verdict", "failed
 CANNOT_GRADE = "cannot grade"  # the verdict of an entry that is no submission (a link, a .txt, a bare folder)
 SKIPPED = ("__pycache__", "__MACOSX")  # never anyone's work (with hidden files: .DS_Store, .git)
 RESERVED = ("summary.csv",)  # what the batch writes beside the report folders
+MATPLOTLIB = "matplotlib>=3.7"  # the project's [teaching] extra
 
 
 @dataclass
@@ -246,9 +254,24 @@ def _diagnosis_in_words(diagnoses: list[dict]) -> str:
     return "; ".join(mistakes or [" ".join(str(d["text"]).split()) for d in diagnoses])
 
 
+def pictures_warning(no_pictures: bool) -> str:
+    """What the terminal says, once for the whole batch, when feedback.md will lack its pictures because
+    matplotlib cannot be imported (each log.txt says it too): the command that installs it; '' otherwise."""
+    if no_pictures or pictures.matplotlib_available():
+        return ""
+    python = shlex.quote(sys.executable)
+    return (f"warning: feedback.md will have no pictures of the weights: matplotlib cannot be imported by {python}\n"
+            f"  install it: {python} -m pip install '{MATPLOTLIB}'   (in the project's clone: pip install -e "
+            f"'.[teaching]')\n"
+            f"  or grade with --no-pictures to leave them out without this warning")
+
+
 def grade(options: argparse.Namespace) -> list[Submission]:
     folder, out = Path(options.submissions).resolve(), Path(options.out).resolve()
     entries, skipped = discover(folder)
+    warning = pictures_warning(options.no_pictures)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if skipped:
         print(f"skipping {len(skipped)} entries that are no one's work (hidden files, caches): {', '.join(skipped)}")
     submissions = [Submission(e.student, e.path, out / e.student, problem=e.problem) for e in entries]
@@ -307,9 +330,18 @@ def _run(submissions: list[Submission], options: argparse.Namespace, out: Path, 
     return done
 
 
-def _print_row(row: dict) -> None:
-    print(f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
-          f"{row['seconds']:>6.1f} s  {row['diagnosis'] or row['note']}"[:160], flush=True)
+def _print_row(row: dict, width: int | None = None) -> None:
+    """A line per student: name, verdict, score, time and the diagnosis (or why it was not graded), whole:
+    a reason that does not fit the terminal's width goes on the lines below, wrapped and indented."""
+    head = (f"{row['student']:<16} {row['verdict']:<20} {row['score']!s:>6} / {row['max_score']!s:<6} "
+            f"{row['seconds']:>6.1f} s")
+    reason = _printable(" ".join(str(row["diagnosis"] or row["note"]).split()), None)
+    width = width or max(60, shutil.get_terminal_size((100, 24)).columns)
+    if len(head) + 2 + len(reason) <= width:
+        print(f"{head}  {reason}".rstrip(), flush=True)
+    else:  # a path or a word longer than the width stays whole, so that it can be copied
+        print(head, textwrap.fill(reason, width, initial_indent="    ", subsequent_indent="    ",
+                                  break_long_words=False, break_on_hyphens=False), sep="\n", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,13 +41,16 @@ class Diagnosis:
     probes: tuple[str, ...]  # the labels of the seed's calls where it showed
     functions: tuple[str, ...] = ()  # the submission's functions those calls went to, each once
 
-    def sentence(self) -> str:
+    def sentence(self, hidden: frozenset[str] = frozenset()) -> str:
+        """The diagnosis in words; the hint names no clause in `hidden` (a student's rendering before the
+        deadline: a mistake whose clauses are all hidden gets no hint)."""
         # each function once (a handful at most): the probe labels ("weights step", "weights step, causal")
         # repeat one another
         names = list(dict.fromkeys(self.functions or self.probes))
         where = f" (seen in: {', '.join(names)})" if names else ""
-        if self.kind == "mistake":
-            clause_titles = "; ".join(f"{c}: {spec.load().clause(c).title}" for c in self.clauses)
+        shown = [c for c in self.clauses if c not in hidden]
+        if self.kind == "mistake" and shown:
+            clause_titles = "; ".join(f"{c}: {spec.load().clause(c).title}" for c in shown)
             return f"{self.text}{where}. Hint: see {clause_titles} in spec/SPEC.md."
         return f"{self.text}{where}."
 

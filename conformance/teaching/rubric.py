@@ -39,7 +39,9 @@ functions a test that ran called.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -81,50 +83,173 @@ class Rubric:
         return self.points.get(clause_id, spec.load().clause(clause_id).points)
 
 
+TOP_KEYS = ("title", "functions", "forbid", "seed")  # keys of the top of the file, before the first [table]
+TABLES = ("points", "hidden")
+HIDDEN_KEY = "clauses"  # [hidden]'s one key
+LAYOUT = ("a rubric has title, functions, forbid and seed at the top of the file, then the tables [points] "
+          "(CLAUSE-ID = points) and [hidden] (clauses = [\"CLAUSE-ID\", ...])")
+
+
 def load_rubric(path: Path | None) -> Rubric:
-    """The rubric in `path`, validated against the spec; the spec's own points when path is None."""
+    """The rubric in `path`, validated against the spec; the spec's own points when path is None.
+
+    Strict: an unknown key or table, a known key in the wrong table (a line pasted at the end of the file
+    lands in the last table), a clause id the spec does not have, or a value of the wrong type is refused
+    with a RubricError naming the line, the key and what was meant; a rule that silently vanished would
+    grade a class by rules the teacher did not write."""
     if path is None:
         return Rubric()
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RubricError(f"rubric file {path} does not exist") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RubricError(f"rubric file {path} is not valid TOML: {error}") from None
-    known = {c.id for c in spec.load().clauses}
-    unknown_keys = sorted(set(data) - {"title", "points", "hidden", "forbid", "functions", "seed"})
-    if unknown_keys:
-        raise RubricError(f"rubric {path}: unknown keys {unknown_keys}; "
-                          f"use title, functions, forbid, seed, [points], [hidden]")
-    try:
-        seed = check_secret(data["seed"], f"rubric {path}: seed") if "seed" in data else ""
-    except SecretError as error:
-        raise RubricError(str(error)) from None
-    forbid = data.get("forbid", [])
-    if not isinstance(forbid, list) or not all(isinstance(n, str) and "." in n for n in forbid):
-        raise RubricError(f"rubric {path}: forbid must be a list of dotted names like "
-                          f"'torch.nn.functional.scaled_dot_product_attention', got {forbid!r}")
-    functions = data.get("functions", [])
-    names = spec.load().function_names
-    if not isinstance(functions, list) or not all(isinstance(n, str) for n in functions) or (
-        "functions" in data and not functions
-    ):
-        raise RubricError(f"rubric {path}: functions must be a non-empty list of function names from the spec "
-                          f"({', '.join(names)}), got {functions!r}")
-    unknown_functions = [n for n in functions if n not in names]
-    if unknown_functions:
-        raise RubricError(f"rubric {path}: functions {unknown_functions} are not functions of the spec; "
-                          f"choose from {', '.join(names)}")
-    points = data.get("points", {})
-    hidden = data.get("hidden", {}).get("clauses", [])
-    for clause_id in [*points, *hidden]:
-        if clause_id not in known:
-            raise RubricError(f"rubric {path}: no clause {clause_id!r} in the spec (see spec/SPEC.md)")
-    for clause_id, value in points.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise RubricError(f"rubric {path}: points for {clause_id} must be a number >= 0, got {value!r}")
-    return Rubric(str(data.get("title", "")), {k: float(v) for k, v in points.items()}, frozenset(hidden),
-                  frozenset(forbid), frozenset(functions), seed)
+    return _Checker(path, text).rubric(data)
+
+
+_BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
+_KEY_PATH = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
+_HEADER = re.compile(rf"^\s*\[\[?\s*({_KEY_PATH})\s*\]\]?")
+_ASSIGNMENT = re.compile(rf"^\s*({_KEY_PATH})\s*=")
+
+
+def _key_path(text: str) -> tuple[str, ...]:
+    return tuple(part.strip("\"'") for part in re.findall(_BARE_OR_QUOTED, text))
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Where each key and table of a TOML text is defined: (table..., key...) -> line number (from 1).
+    A light scan, enough to point at a line; the file's meaning is tomllib's."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _HEADER.match(line)
+        if header:
+            table = _key_path(header.group(1))
+            lines.setdefault(table, number)
+            continue
+        assignment = _ASSIGNMENT.match(line)
+        if assignment:
+            lines.setdefault(table + _key_path(assignment.group(1)), number)
+    return lines
+
+
+class _Checker:
+    """Reads a parsed rubric key by key, refusing what does not belong where it is."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.lines = path, key_lines(text)
+        self.clauses = [c.id for c in spec.load().clauses]
+        self.functions = list(spec.load().function_names)
+        first_table = [n for key, n in self.lines.items() if len(key) == 1 and key[0] in TABLES]
+        self.first_table = min(first_table, default=0)
+
+    def refuse(self, where: tuple[str, ...], message: str) -> RubricError:
+        line = self.lines.get(where) or (self.lines.get(where[:1]) if where else None)
+        return RubricError(f"rubric {self.path}, line {line}: {message}" if line else f"rubric {self.path}: {message}")
+
+    def _move_up(self) -> str:
+        return f" (line {self.first_table})" if self.first_table else ""
+
+    def _misplaced(self, table: str, key: str) -> RubricError:
+        """A key of another part of the rubric found in [table]."""
+        if key in TOP_KEYS:
+            return self.refuse((table, key), f"`{key}` belongs at the top of the file, before the first [table]; "
+                                             f"here it is inside [{table}] (TOML puts every line after a [table] "
+                                             f"header into that table). Move it above the first [table]"
+                                             f"{self._move_up()}")
+        if key == HIDDEN_KEY:
+            return self.refuse((table, key), f"`{HIDDEN_KEY}` belongs in [hidden]; here it is inside [{table}]")
+        return self.refuse((table, key), f"`{key}` is a table of its own ([{key}] on a line of its own, its keys "
+                                         f"below it); here it is a key inside [{table}]")
+
+    def _clause(self, where: tuple[str, ...], name: object, what: str) -> str:
+        if isinstance(name, str) and name in self.clauses:
+            return name
+        close = [c for c in self.clauses if isinstance(name, str) and c.lower() == name.strip().lower()]
+        close = close or difflib.get_close_matches(str(name).upper(), self.clauses, n=3, cutoff=0.75)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise self.refuse(where, f"{what}: no clause {name!r} in the spec{hint}. Clause ids (spec/SPEC.md): "
+                                 f"{', '.join(self.clauses)}")
+
+    def rubric(self, data: dict) -> Rubric:
+        for key, value in data.items():
+            if key in TOP_KEYS:
+                continue
+            if key in TABLES:
+                if not isinstance(value, dict):
+                    example = ("[hidden]\nclauses = [\"NUM-ACCURACY\"]" if key == "hidden"
+                               else "[points]\nWEIGHTS-SCALE = 5")
+                    raise self.refuse((key,), f"`{key}` must be a table, written as a header on its own line "
+                                              f"with its keys below it:\n{example}")
+                continue
+            if key == HIDDEN_KEY:
+                raise self.refuse((key,), f"`{HIDDEN_KEY}` belongs in [hidden]: put a line [hidden] above it")
+            if isinstance(key, str) and key.upper() in self.clauses:
+                raise self.refuse((key,), f"`{key}` is a clause outside any table: a clause's points go in "
+                                          f"[points] (a line [points] above it); hidden clauses are listed in "
+                                          f"[hidden] as clauses = [\"{key.upper()}\"]")
+            close = difflib.get_close_matches(key.lower(), [*TOP_KEYS, *TABLES], n=1, cutoff=0.6)
+            kind = f"table [{key}]" if isinstance(value, dict) else f"key `{key}`"
+            hint = f" (did you mean {close[0] if close[0] in TOP_KEYS else f'[{close[0]}]'}?)" if close else ""
+            raise self.refuse((key,), f"unknown {kind}{hint}; {LAYOUT}")
+        title = data.get("title", "")
+        if not isinstance(title, str):
+            raise self.refuse(("title",), f"title must be a string (the course's name), got {title!r}")
+        try:
+            seed = check_secret(data["seed"], f"rubric {self.path}: seed") if "seed" in data else ""
+        except SecretError as error:  # the value is never repeated: it is (meant to be) a secret
+            line = self.lines.get(("seed",))
+            raise RubricError(str(error).replace(f"rubric {self.path}:", f"rubric {self.path}, line {line}:")
+                              if line else str(error)) from None
+        forbid = data.get("forbid", [])
+        if not isinstance(forbid, list) or not all(isinstance(n, str) and "." in n for n in forbid):
+            raise self.refuse(("forbid",), f"forbid must be a list of dotted names like "
+                                           f"[\"torch.nn.functional.scaled_dot_product_attention\"], got {forbid!r}")
+        functions = data.get("functions", [])
+        if not isinstance(functions, list) or not all(isinstance(n, str) for n in functions) or (
+            "functions" in data and not functions
+        ):
+            raise self.refuse(("functions",), f"functions must be a non-empty list of function names from the spec "
+                                              f"({', '.join(self.functions)}), got {functions!r}")
+        unknown_functions = [n for n in functions if n not in self.functions]
+        if unknown_functions:
+            raise self.refuse(("functions",), f"functions {unknown_functions} are not functions of the spec; "
+                                              f"choose from {', '.join(self.functions)}")
+        return Rubric(title, self._points(data.get("points", {})), frozenset(self._hidden(data.get("hidden", {}))),
+                      frozenset(forbid), frozenset(functions), seed)
+
+    def _points(self, table: dict) -> dict[str, float]:
+        points = {}
+        for key, value in table.items():
+            if key in TOP_KEYS or key in TABLES or key == HIDDEN_KEY:
+                raise self._misplaced("points", key)
+            clause_id = self._clause(("points", key), key, "[points]")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or value != value:
+                raise self.refuse(("points", key), f"points for {clause_id} must be a number >= 0 "
+                                                   f"(0 takes it out of the grade), got {value!r}")
+            points[clause_id] = float(value)
+        return points
+
+    def _hidden(self, table: dict) -> list[str]:
+        for key in table:
+            if key == HIDDEN_KEY:
+                continue
+            if key in TOP_KEYS or key in TABLES:
+                raise self._misplaced("hidden", key)
+            if isinstance(key, str) and key.upper() in self.clauses:
+                raise self.refuse(("hidden", key), f"[hidden] lists the hidden clauses in one key, "
+                                                   f"clauses = [\"{key.upper()}\", ...], not one key per clause")
+            raise self.refuse(("hidden", key), f"unknown key `{key}` in [hidden]; its one key is "
+                                               f"clauses = [\"CLAUSE-ID\", ...]")
+        clauses = table.get(HIDDEN_KEY, [])
+        if not isinstance(clauses, list) or not all(isinstance(c, str) for c in clauses):
+            raise self.refuse(("hidden", HIDDEN_KEY), f"[hidden] clauses must be a list of clause ids like "
+                                                      f"[\"NUM-ACCURACY\"], got {clauses!r}")
+        return [self._clause(("hidden", HIDDEN_KEY), c, "[hidden] clauses") for c in clauses]
 
 
 @dataclass(frozen=True)
@@ -196,8 +321,8 @@ def requirements(test: TestRecord) -> frozenset[str]:
 
 
 def _missing(test: TestRecord) -> list[str]:
-    """What a 'not claimed: a, b' skip names as missing."""
-    items = test.message.removeprefix(NOT_CLAIMED).lstrip(": ").split(", ")
+    """What a 'not claimed: a, b — a: why' skip names as missing."""
+    items = test.message.removeprefix(NOT_CLAIMED).lstrip(": ").split(" — ")[0].split(", ")
     return [i.replace("device ", "device:") for i in items if i]
 
 
@@ -253,7 +378,9 @@ def score_clause(verdict: ClauseVerdict, rubric: Rubric, tainted: frozenset[str]
     elif barred:
         note = f"uses a helper the course forbids ({', '.join(sorted(set().union(*(t.functions for t in barred)) & tainted))})"
     elif missing:
-        note = f"not provided: {', '.join(missing)}"
+        tried = list(dict.fromkeys(t.message.partition(" — ")[2] for t in judged
+                                   if t.outcome == NOT_CLAIMED and " — " in t.message))
+        note = f"not provided: {', '.join(missing)}" + (f" ({'; '.join(tried)})" if tried else "")
     else:
         note = ""
     return ClauseScore(verdict, points, earned, True, hidden, note, blockers=tuple(blockers))

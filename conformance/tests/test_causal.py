@@ -11,15 +11,17 @@ from conformance import clause, needs
 from conformance.judge.assertions import (
     ClauseFailure,
     assert_agree,
+    assert_causal_mask,
     assert_exactly_zero,
     assert_matches,
     assert_rows_stochastic,
     fail,
+    future_keys,
     matches,
 )
-from conformance.judge.blocking import judged, judged_step, prerequisite
+from conformance.judge.blocking import judged, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import Case, expect_weights, fit_problem, fitted_weights_scale
+from conformance.judge.cases import Case, StepCase, expect_weights, fitted_weights_scale
 from conformance.judge.strategies import MASKING_LOGITS, Inputs, problems, score_problems
 
 CAUSAL_KINDS = [
@@ -29,38 +31,21 @@ CAUSAL_KINDS = [
 ]
 
 
-def _future(n_q: int, n_kv: int) -> torch.Tensor:
-    """True where key j lies after query i (j > i): what a causal mask hides."""
-    return torch.ones(n_q, n_kv, dtype=torch.bool).triu(diagonal=1)
-
-
 @clause("CAUSAL-MASK")
 @pytest.mark.parametrize("kind", CAUSAL_KINDS)
 @given(data=st.data())
-def test_future_keys_get_exactly_zero_weight(implementation, device, dtype, kind, data):
+def test_future_keys_get_exactly_zero_weight(cases, kind, data):
     problem = data.draw(problems(kind, logit_targets=MASKING_LOGITS), label="problem")
-    case = Case(implementation, problem, dtype, device, causal=True)
-    n_q, n_kv = case.problem.n_q, case.problem.n_kv
+    case = cases.pipeline(problem, causal=True)
     with judged(case):
-        weights = case.run().weights
-        if tuple(weights.shape[-2:]) != (n_q, n_kv):
-            fail(f"causal weights have shape {tuple(weights.shape)}; the last two axes must be (n_q, n_kv) = ({n_q}, {n_kv})")
-        assert_exactly_zero(weights, _future(n_q, n_kv).expand(weights.shape), "a key after its query (j > i, top-left aligned)")
-        # every query sees at least itself (key 0..i): a row with no weight at all hides a visible key
-        totals = weights.detach().to("cpu", torch.float64).sum(dim=-1)
-        if not torch.isfinite(totals).all() or (totals <= 0).any():
-            bad = ~torch.isfinite(totals) | (totals <= 0)
-            flat = int(bad.flatten().nonzero()[0])
-            row = flat % n_q
-            fail(f"causal weights row {row} has no weight on any key (sum {totals.flatten()[flat].item():.3g}); "
-                 f"query {row} must see keys 0..{row}")
+        assert_causal_mask(case.run().weights, case.problem.n_q, case.problem.n_kv)
 
 
 @clause("CAUSAL-RENORM")
 @pytest.mark.parametrize("kind", CAUSAL_KINDS)
 @given(data=st.data())
-def test_visible_weights_are_renormalised(implementation, device, dtype, kind, data):
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device, causal=True)
+def test_visible_weights_are_renormalised(cases, kind, data):
+    case = cases.pipeline(data.draw(problems(kind), label="problem"), causal=True)
     with judged(case):
         _check_renormalised(case)
 
@@ -91,9 +76,9 @@ def _check_renormalised(case: Case) -> None:
             return
         assert_matches(weights, expected, "a softmax over the visible keys only (causal='only': no unmasked call)")
         return
-    full = Case(case.implementation, case.problem, case.dtype, case.device, causal=False)
+    full = case.on(case.problem, causal=False)
     unmasked = full.run_checked().weights.detach().to("cpu", torch.float64)
-    shown = ~_future(case.problem.n_q, case.problem.n_kv) & (got != 0)
+    shown = ~future_keys(case.problem.n_q, case.problem.n_kv) & (got != 0)
     share = torch.where(shown, unmasked, torch.zeros_like(unmasked))
     mass = share.sum(dim=-1, keepdim=True)
     renormalised = torch.where(mass > 0, share / mass.clamp_min(1e-300), share)
@@ -115,8 +100,8 @@ def _check_renormalised(case: Case) -> None:
 @clause("CAUSAL-FUTURE")
 @needs("self_attention.causal")
 @given(problem=problems("self"), data=st.data())
-def test_future_tokens_do_not_change_the_past(implementation, device, dtype, problem, data):
-    case = Case(implementation, problem, dtype, device, causal=True)
+def test_future_tokens_do_not_change_the_past(cases, problem, data):
+    case = cases.pipeline(problem, causal=True)
     n = case.problem.n_q
     cut = data.draw(st.integers(0, n - 1), label="last unchanged position")
     i = case.inputs
@@ -141,41 +126,36 @@ def test_future_tokens_do_not_change_the_past(implementation, device, dtype, pro
 @clause("MASK-EXPLICIT")
 @needs("attention_weights.mask")
 @given(problem=score_problems(masked=True))
-def test_explicit_mask_true_means_may_attend(implementation, device, dtype, problem):
-    problem = fit_problem(problem, implementation)
-    scores, mask = problem.scores(DTYPES[dtype], device), problem.mask(device)
-    call = lambda: implementation.tensor("attention_weights", scores, problem.d_k, mask=mask)  # noqa: E731
-    weights = call()
-    unmasked = lambda: implementation.tensor("attention_weights", scores, problem.d_k)  # noqa: E731
-    with judged_step(weights, call):
-        assert_exactly_zero(weights, ~mask.cpu(), "a weight where the mask is False")
-        _check_visible(weights, scores, problem.d_k, dtype, mask, "True = may attend", unmasked)
+def test_explicit_mask_true_means_may_attend(cases, problem):
+    step = cases.step(problem)
+    weights = step.run()
+    with judged(step):
+        assert_exactly_zero(weights, ~step.mask.cpu(), "a weight where the mask is False")
+        _check_visible(step, "True = may attend")
 
 
 @clause("MASK-EMPTY-ROW")
 @needs("attention_weights.mask")
 @given(problem=score_problems(empty_rows=True))
-def test_fully_masked_row_is_zero(implementation, device, dtype, problem):
-    problem = fit_problem(problem, implementation)
-    scores, mask = problem.scores(DTYPES[dtype], device), problem.mask(device)
-    call = lambda: implementation.tensor("attention_weights", scores, problem.d_k, mask=mask)  # noqa: E731
-    weights = call()
-    empty = ~mask.cpu().any(dim=-1, keepdim=True)
-    unmasked = lambda: implementation.tensor("attention_weights", scores, problem.d_k)  # noqa: E731
-    with judged_step(weights, call):
+def test_fully_masked_row_is_zero(cases, problem):
+    step = cases.step(problem)
+    weights = step.run()
+    empty = ~step.mask.cpu().any(dim=-1, keepdim=True)
+    with judged(step):
         if not torch.isfinite(weights.detach().cpu()).all():
             fail("weights contain NaN or inf for a mask with fully masked rows; such rows must be all zeros")
         assert_exactly_zero(weights, empty.expand(weights.shape), "every weight of a row whose mask is all False")
-        _check_visible(weights, scores, problem.d_k, dtype, mask, "rows with a visible key", unmasked)
+        _check_visible(step, "rows with a visible key")
 
 
-def _check_visible(weights, scores, d_k: int, dtype: str, mask, where: str, unmasked) -> None:
-    """The weights are the masked softmax of the scores, at 1/√d_k or at the scale the implementation uses.
+def _check_visible(step: StepCase, where: str) -> None:
+    """The step's weights are the masked softmax of the scores, at 1/√d_k or at the scale the implementation uses.
 
     When they are not, the same call without the mask shows whether the softmax itself is broken
     (WEIGHTS-SOFTMAX's business) or only its masking (this clause's).
     """
-    expected = expect_weights(scores, d_k, dtype, mask=mask)
+    weights, scores, d_k, dtype, mask = step.run(), step.scores, step.problem.d_k, step.dtype, step.mask
+    expected = step.expected()
     try:
         assert_matches(weights, expected, where)
     except ClauseFailure:
@@ -188,11 +168,11 @@ def _check_visible(weights, scores, d_k: int, dtype: str, mask, where: str, unma
             pass
         else:
             return  # the scale is WEIGHTS-SCALE's business
-        plain = unmasked()
+        plain = step.unmasked().run()
         alpha = fitted_weights_scale(plain, scores, d_k) if plain.shape == scores.shape else None
         fits = alpha is not None and matches(plain, expect_weights(scores, d_k, dtype, alpha=alpha))
         if not fits:
-            prerequisite("WEIGHTS-SOFTMAX", "without a mask the same call's weights are no softmax of the scores "
-                                            "for any scale α")
+            prerequisite(step, "WEIGHTS-SOFTMAX", "without a mask the same call's weights are no softmax of the "
+                                                  "scores for any scale α")
         raise
 

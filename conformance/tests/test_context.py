@@ -25,8 +25,8 @@ def _values(case: Case) -> torch.Tensor:
 @pytest.mark.parametrize("kind", [pytest.param("self", marks=needs("self_attention", "weights")),
                                   pytest.param("cross", marks=needs("cross_attention", "weights"))])
 @given(data=st.data())
-def test_context_is_weights_times_values(implementation, device, dtype, kind, data):
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+def test_context_is_weights_times_values(cases, kind, data):
+    case = cases.pipeline(data.draw(problems(kind), label="problem"))
     with judged(case):
         out = case.run_checked()
         # the implementation's own weights: this clause is about the last step only
@@ -40,8 +40,8 @@ def test_context_is_weights_times_values(implementation, device, dtype, kind, da
 @clause("CONTEXT-HULL")
 @needs("self_attention")
 @given(problem=problems("self"))
-def test_context_lies_within_the_values(implementation, device, dtype, problem):
-    case = Case(implementation, problem, dtype, device)
+def test_context_lies_within_the_values(cases, problem):
+    case = cases.pipeline(problem)
     with judged(case):
         _check_hull(case)
 
@@ -66,8 +66,8 @@ def _check_hull(case: Case) -> None:
 @clause("CONTEXT-LINEAR")
 @needs("self_attention")
 @given(problem=problems("self"), factor=st.sampled_from([2.0, 0.5, -1.0]))
-def test_context_is_linear_in_the_value_weights(implementation, device, dtype, problem, factor):
-    case = Case(implementation, problem, dtype, device)
+def test_context_is_linear_in_the_value_weights(cases, problem, factor):
+    case = cases.pipeline(problem)
     i = case.inputs
     generator = torch.Generator().manual_seed(problem.seed + 3)
     other = (torch.randn(i.w_v.shape, generator=generator, dtype=torch.float64) / problem.d_in**0.5).to(i.w_v)

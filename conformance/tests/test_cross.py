@@ -27,14 +27,14 @@ def _check_sources(case: Case) -> None:
 @clause("CROSS-SOURCES")
 @needs("cross_attention")
 @given(problem=problems("cross"))
-def test_keys_and_values_come_from_the_second_input(implementation, device, dtype, problem):
-    _check_sources(Case(implementation, problem, dtype, device))
+def test_keys_and_values_come_from_the_second_input(cases, problem):
+    _check_sources(cases.pipeline(problem))
 
 
 @clause("CROSS-SOURCES")
 @needs("cross_attention")
 @given(problem=problems("cross"))
-def test_sources_with_as_many_keys_as_queries(implementation, device, dtype, problem):
+def test_sources_with_as_many_keys_as_queries(cases, problem):
     """n_kv = n_q and d_in_kv = d_in: keys or values taken from x_q by mistake have the right shapes, so only
     the values show it."""
-    _check_sources(Case(implementation, replace(problem, n_kv=problem.n_q, d_in_kv=problem.d_in), dtype, device))
+    _check_sources(cases.pipeline(replace(problem, n_kv=problem.n_q, d_in_kv=problem.d_in)))

@@ -20,13 +20,13 @@ from conformance.judge.strategies import problems
 
 @clause("API-SHAPES")
 @given(data=st.data())
-def test_attention_outputs_have_the_spec_shapes(implementation, device, dtype, data):
+def test_attention_outputs_have_the_spec_shapes(implementation, cases, data):
     kind = draw_kind(data, implementation)
     # a function that raises under causal masking fails here: it does not return the spec's shapes
     causal = kind != "concat" and implementation.claims(f"{FUNCTION_OF[kind]}.causal") and data.draw(
         st.booleans(), label="causal"
     )
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device, causal=causal)
+    case = cases.pipeline(data.draw(problems(kind), label="problem"), causal=causal)
     out = case.run()
     context_shape, weights_shape = shapes(case.problem)
     check_shape(f"{case.function} context", out.context, context_shape)
@@ -54,10 +54,10 @@ def test_step_outputs_have_the_spec_shapes(implementation, device, dtype, proble
 @clause("API-BATCH")
 @needs("batching")
 @given(data=st.data())
-def test_batch_equals_examples_one_by_one(implementation, device, dtype, data):
+def test_batch_equals_examples_one_by_one(implementation, cases, data):
     kind = draw_kind(data, implementation)
     problem = data.draw(problems(kind).filter(lambda p: len(p.batch) > 0), label="problem")
-    batched = Case(implementation, problem, dtype, device)
+    batched = cases.pipeline(problem)
     examples = {index: batched.example(index) for index in itertools.product(*(range(n) for n in problem.batch))}
     with judged(batched, *examples.values()):
         out = batched.run_checked()

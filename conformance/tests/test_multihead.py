@@ -18,8 +18,8 @@ from conformance.judge.strategies import Inputs, problems
 @clause("MH-LAYOUT")
 @needs("multihead_attention")
 @given(problem=problems("multihead"))
-def test_per_head_outputs_have_the_head_axis_after_the_batch(implementation, device, dtype, problem):
-    case = Case(implementation, problem, dtype, device)
+def test_per_head_outputs_have_the_head_axis_after_the_batch(cases, problem):
+    case = cases.pipeline(problem)
     p = case.problem
     with judged(case):  # a call that raises cannot show its layout
         out = case.run()
@@ -33,8 +33,8 @@ def test_per_head_outputs_have_the_head_axis_after_the_batch(implementation, dev
 @clause("MH-HEADS")
 @needs("multihead_attention")
 @given(problem=problems("multihead"))
-def test_each_head_is_single_head_attention(implementation, device, dtype, problem):
-    case = Case(implementation, problem, dtype, device)
+def test_each_head_is_single_head_attention(cases, problem):
+    case = cases.pipeline(problem)
     with judged(case):
         # one scale for all heads, fitted if it is not 1/√d_k: the scale is WEIGHTS-SCALE's business
         assert_outputs_match(case, case.run_checked(), "head t uses w_q[t], w_k[t], w_v[t]")
@@ -43,16 +43,16 @@ def test_each_head_is_single_head_attention(implementation, device, dtype, probl
 def _single_heads(multi: Case) -> list[Case]:
     """Head t of a multi-head case as the implementation's own single-head self-attention call."""
     i = multi.inputs
-    single = Case(multi.implementation, replace(multi.problem, kind="self", heads=1, d_o=None), multi.dtype, multi.device)
+    single = multi.on(replace(multi.problem, kind="self", heads=1, d_o=None))
     return [single.with_inputs(Inputs(i.x_q, i.x_kv, i.w_q[t], i.w_k[t], i.w_v[t], None)) for t in range(i.w_q.shape[0])]
 
 
 @clause("MH-HEADS")
 @needs("multihead_attention", "self_attention")
 @given(problem=problems("multihead"))
-def test_each_head_equals_the_single_head_result(implementation, device, dtype, problem):
+def test_each_head_equals_the_single_head_result(cases, problem):
     """Relative to the implementation's own self_attention: each head is that call on its own weights."""
-    multi = Case(implementation, problem, dtype, device)
+    multi = cases.pipeline(problem)
     singles = _single_heads(multi)
     relation = "head t of multi-head attention must equal single-head attention with w_q[t], w_k[t], w_v[t] (√d_k of one head)"
     with judged(multi, *singles):
@@ -69,8 +69,8 @@ def test_each_head_equals_the_single_head_result(implementation, device, dtype, 
 @clause("MH-CONCAT")
 @needs("multihead_attention_concat")
 @given(problem=problems("concat"))
-def test_concatenation_is_head_major_then_w_o(implementation, device, dtype, problem):
-    case = Case(implementation, problem, dtype, device)  # without w_o when the concatenation does not take it
+def test_concatenation_is_head_major_then_w_o(cases, problem):
+    case = cases.pipeline(problem)  # without w_o when the concatenation does not take it
     p = case.problem
     what = "[head_0 | head_1 | ...] W_oᵀ" if p.d_o is not None else "[head_0 | head_1 | ...]"
     width = p.d_o if p.d_o is not None else p.heads * p.d_v
@@ -79,9 +79,9 @@ def test_concatenation_is_head_major_then_w_o(implementation, device, dtype, pro
         check_shape("concatenated context", out.context, (*p.batch, p.n_q, width), "= (..., n, h·d_v) or (..., n, d_o)")
         if out.weights is not None:
             check_shape("per-head weights", out.weights, (*p.batch, p.heads, p.n_q, p.n_q), "= (..., h, n, n)")
-        if implementation.has("multihead_attention"):
+        if case.implementation.has("multihead_attention"):
             # relative to the implementation's own heads: how they are computed is MH-HEADS' business
-            heads = Case(implementation, replace(p, kind="multihead", d_o=None), dtype, device).with_inputs(case.inputs)
+            heads = case.on(replace(p, kind="multihead", d_o=None)).with_inputs(case.inputs)
             per_head = heads.run().context.detach().to("cpu", torch.float64)
             (w_o,) = oracle.upcast(case.inputs.w_o)
             joined = oracle.concat_heads(per_head, w_o)

@@ -23,13 +23,13 @@ GRAD_KINDS = ("self", "cross", "multihead")
 @clause("NUM-ACCURACY")
 @pytest.mark.parametrize("dtype_name", [pytest.param(d, marks=needs(f"dtype:{d}")) for d in DTYPES])
 @given(data=st.data())
-def test_results_are_within_the_tolerance_policy(implementation, device, dtype_name, data):
+def test_results_are_within_the_tolerance_policy(implementation, cases, dtype_name, data):
     kind = draw_kind(data, implementation)
     causal = kind != "concat" and implementation.claims(f"{FUNCTION_OF[kind]}.causal") and data.draw(
         st.booleans(), label="causal"
     )
     problem = data.draw(problems(kind, logit_targets=MIXED_LOGITS), label="problem")
-    case = Case(implementation, problem, dtype_name, device, causal=causal)
+    case = cases.pipeline(problem, causal=causal, dtype=dtype_name)
     out = case.run_checked()
     assert_matches(out.context, case.expected().context, f"{case.function} in {dtype_name}")
     if out.weights is not None:
@@ -45,10 +45,10 @@ def _argument_names(case: Case) -> list[str]:
 @given(data=st.data())
 # each example differentiates numerically as well: a third of the profile's examples
 @settings(max_examples=max(3, settings().max_examples // 3))
-def test_gradcheck_in_float64(implementation, device, data):
+def test_gradcheck_in_float64(implementation, cases, data):
     kind = draw_kind(data, implementation, GRAD_KINDS)
     problem = data.draw(problems(kind, batched=False, max_len=4, max_dim=4, max_heads=2), label="problem")
-    case = Case(implementation, problem, "float64", device)
+    case = cases.pipeline(problem, dtype="float64")
     arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
 
     def function(*args):
@@ -68,9 +68,9 @@ def test_gradcheck_in_float64(implementation, device, data):
 @clause("NUM-GRADIENTS")
 @needs("autograd")
 @given(data=st.data())
-def test_gradients_match_the_reference(implementation, device, dtype, data):
+def test_gradients_match_the_reference(implementation, cases, data):
     kind = draw_kind(data, implementation, GRAD_KINDS)
-    check_gradients(Case(implementation, data.draw(problems(kind), label="problem"), dtype, device))
+    check_gradients(cases.pipeline(data.draw(problems(kind), label="problem")))
 
 
 def check_gradients(case: Case) -> None:
@@ -149,7 +149,7 @@ def _forward_scale(case: Case) -> float | None:
         except ClauseFailure:
             pass
     find_blocker((case,))
-    prerequisite("NUM-ACCURACY", f"{case.function}'s forward result is wrong, so its gradient cannot be judged")
+    prerequisite(case, "NUM-ACCURACY", f"{case.function}'s forward result is wrong, so its gradient cannot be judged")
     fail(f"{case.function}'s forward result is wrong")
 
 

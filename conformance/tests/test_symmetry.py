@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from conformance import clause, needs
 from conformance.judge.assertions import assert_agree
 from conformance.judge.blocking import judged
-from conformance.judge.cases import Case
 from conformance.judge.strategies import Inputs, permutations, problems
 
 
@@ -18,8 +17,8 @@ from conformance.judge.strategies import Inputs, permutations, problems
 @pytest.mark.parametrize("kind", [pytest.param("self", marks=needs("self_attention")),
                                   pytest.param("multihead", marks=needs("multihead_attention"))])
 @given(data=st.data())
-def test_permuting_tokens_permutes_outputs(implementation, device, dtype, kind, data):
-    case = Case(implementation, data.draw(problems(kind), label="problem"), dtype, device)
+def test_permuting_tokens_permutes_outputs(cases, kind, data):
+    case = cases.pipeline(data.draw(problems(kind), label="problem"))
     n = case.problem.n_q
     first = 0  # the first query judged
     if case.causal:
@@ -31,7 +30,7 @@ def test_permuting_tokens_permutes_outputs(implementation, device, dtype, kind, 
     else:
         order = data.draw(permutations(n), label="permutation")
         relation = "f(P x) must equal P f(x) without a causal mask"
-    order = torch.tensor(order, device=device, dtype=torch.long)
+    order = torch.tensor(order, device=case.device, dtype=torch.long)
     i = case.inputs
     x = i.x_q.index_select(-2, order)
     permuted = case.with_inputs(Inputs(x, x, i.w_q, i.w_k, i.w_v, i.w_o))
@@ -50,10 +49,10 @@ def test_permuting_tokens_permutes_outputs(implementation, device, dtype, kind, 
 @clause("SYM-KV-INVARIANT")
 @needs("cross_attention", "noncausal")
 @given(problem=problems("cross"), data=st.data())
-def test_permuting_keys_and_values_together_changes_nothing(implementation, device, dtype, problem, data):
-    case = Case(implementation, problem, dtype, device)
+def test_permuting_keys_and_values_together_changes_nothing(cases, problem, data):
+    case = cases.pipeline(problem)
     n_kv = case.problem.n_kv
-    order = torch.tensor(data.draw(permutations(n_kv), label="permutation of x_kv"), device=device)
+    order = torch.tensor(data.draw(permutations(n_kv), label="permutation of x_kv"), device=case.device)
     i = case.inputs
     permuted = case.with_inputs(Inputs(i.x_q, i.x_kv.index_select(-2, order), i.w_q, i.w_k, i.w_v, i.w_o))
     relation = "permuting the tokens of x_kv must leave the context unchanged and permute the weights' columns"

@@ -137,9 +137,17 @@ notes: list[str] = []  # what loading the last target set aside (notebook cells 
 
 @dataclass(frozen=True)
 class Cell:
-    number: int  # 1-based position among all the notebook's cells, as it is scrolled
+    number: int  # 1-based position among the notebook's code cells (markdown cells are not counted)
     code: str  # the cell's Python, magics and shell lines removed
     dropped: tuple[str, ...]  # the IPython lines removed (%magic, !shell, a %%cell magic's whole cell)
+    execution_count: int | None = None  # the [7] Jupyter shows beside a cell that ran, if it ran
+
+    @property
+    def name(self) -> str:
+        """The cell as its author finds it in Jupyter: "code cell 4" (the fourth code cell, markdown not
+        counted), with the "In [7]" Jupyter shows beside it where the notebook was saved after running."""
+        shown = f" (In [{self.execution_count}])" if self.execution_count is not None else ""
+        return f"code cell {self.number}{shown}"
 
 
 def notebook_cells(path: Path) -> list[Cell]:
@@ -153,13 +161,16 @@ def notebook_cells(path: Path) -> list[Cell]:
     if not isinstance(cells, list):
         raise LoadError(f"{path} has no list of cells: not a Jupyter notebook (nbformat 4)")
     result = []
-    for number, cell in enumerate(cells, 1):
+    for cell in cells:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
+        number = len(result) + 1
+        count = cell.get("execution_count")
+        count = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
         source = cell.get("source", "")
         text = "".join(source) if isinstance(source, list) else str(source)
         if text.lstrip().startswith("%%"):  # a cell magic (%%time, %%bash): the whole cell is IPython's
-            result.append(Cell(number, "", (text.strip().splitlines()[0],)))
+            result.append(Cell(number, "", (text.strip().splitlines()[0],), count))
             continue
         kept, dropped = [], []
         for line in text.splitlines():
@@ -168,13 +179,14 @@ def notebook_cells(path: Path) -> list[Cell]:
                 kept.append("")  # keep the line numbers of the cell
             else:
                 kept.append(line)
-        result.append(Cell(number, "\n".join(kept), tuple(dropped)))
+        result.append(Cell(number, "\n".join(kept), tuple(dropped), count))
     return result
 
 
 def _cell_error(error: BaseException, notebook: str) -> str:
     """'FileNotFoundError: ... (line 2)': where in the cell, not where in the loader."""
-    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(f"{notebook}, cell")]
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+             if f.filename.startswith(f"{notebook}, code cell")]
     if isinstance(error, SyntaxError) and error.lineno:
         lines.append(error.lineno)
     return f"{type(error).__name__}: {error}" + (f" (line {lines[-1]})" if lines else "")
@@ -182,8 +194,8 @@ def _cell_error(error: BaseException, notebook: str) -> str:
 
 def _import_notebook(path: Path) -> ModuleType:
     """Run a notebook's code cells in order, in one module, each on its own: a cell that raises, does not
-    compile or runs too long is noted by its number and the others still run, so the functions it does
-    define are graded."""
+    compile or runs too long is noted by its name ("code cell 4": markdown cells are not counted) and the
+    others still run, so the functions it does define are graded."""
     name = module_name(path.stem, "notebook")
     module = ModuleType(name)
     module.__file__ = str(path)
@@ -192,17 +204,17 @@ def _import_notebook(path: Path) -> ModuleType:
     for cell in notebook_cells(path):
         if cell.dropped:
             shown = "; ".join(line[:60] for line in cell.dropped[:3]) + ("; ..." if len(cell.dropped) > 3 else "")
-            notes.append(f"cell {cell.number}: IPython lines not run ({shown})")
+            notes.append(f"{cell.name}: IPython lines not run ({shown})")
         if not cell.code.strip():
             continue
         try:
-            code = compile(cell.code, f"{path.name}, cell {cell.number}", "exec")
+            code = compile(cell.code, f"{path.name}, {cell.name}", "exec")
             with time_limit(CELL_SECONDS):
                 exec(code, module.__dict__)  # noqa: S102 - the submission's own code, in its worker
         except TimeLimit:
-            notes.append(f"cell {cell.number} ran longer than {CELL_SECONDS:g} s and was stopped; the other cells ran")
+            notes.append(f"{cell.name} ran longer than {CELL_SECONDS:g} s and was stopped; the other cells ran")
         except BaseException as error:  # noqa: BLE001 - exit() in a cell too: the notebook goes on
-            notes.append(f"cell {cell.number} raised {_cell_error(error, path.name)}; the other cells ran")
+            notes.append(f"{cell.name} raised {_cell_error(error, path.name)}; the other cells ran")
     return module
 
 
