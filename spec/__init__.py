@@ -68,6 +68,7 @@ class Spec:
     functions: tuple[Function, ...]
     tolerance_text: str
     tolerance: dict[str, DtypePolicy]
+    judging_text: str = ""  # how a failing example is explained or set aside (judge/readings.py, blocking.py)
 
     def clause(self, clause_id: str) -> Clause:
         for clause in self.clauses:
@@ -138,6 +139,7 @@ def parse(data: dict) -> Spec:
         clauses=tuple(clauses),
         functions=functions,
         tolerance_text=data["tolerance"]["text"].strip("\n"),
+        judging_text=data.get("judging", {}).get("text", "").strip("\n"),
         tolerance=tolerance,
     )
 

@@ -43,6 +43,8 @@ def render_markdown(spec: Spec, verified_by: Mapping[str, Sequence[str]] | None 
             if verified_by is not None:
                 tests = ", ".join(f"`{t}`" for t in sorted(verified_by.get(clause.id, ()))) or "**none**"
                 out += ["", f"*Verified by:* {tests}"]
+    if spec.judging_text:
+        out += ["", "## Judging", "", spec.judging_text]
     out += ["", "## Tolerance policy", "", spec.tolerance_text, "", "| dtype | factor | floor_ulps |", "|---|---|---|"]
     out += [f"| {name} | {p.factor:g} | {p.floor_ulps:g} |" for name, p in spec.tolerance.items()]
     return "\n".join(out) + "\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -25,11 +26,12 @@ from typing import Any
 import torch
 from hypothesis import reject
 
-from conformance.judge import oracle
+from conformance.judge import oracle, readings
 from conformance.judge.adapter import Attention, Implementation, ImplementationError
-from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape
+from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape, holds, matches
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.fitting import fit_scale, implied_scale
+from conformance.judge.readings import Reading
 from conformance.judge.strategies import Inputs, KernelProblem, Problem, ScoresProblem
 from conformance.judge.tolerance import (
     Expected,
@@ -193,25 +195,32 @@ class Case(BaseCase):
             check_shape(f"{self.function} weights", out.weights, weights_shape)
         return out
 
-    def _oracle(self, i: Inputs, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        context, weights = oracle.cross_attention(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal, alpha)
+    def _oracle(self, i: Inputs, alpha: float | None = None,
+                reading: Reading | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if reading is None:
+            context, weights = oracle.cross_attention(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal, alpha)
+        else:  # the caller made sure it applies (expected_through)
+            context, weights = readings.cross_attention(reading, i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, self.causal, alpha)
         if self.problem.kind == "concat":
             context = oracle.concat_heads(context, i.w_o)
         return context, weights
 
-    def _plain_orders(self, plain: Inputs, alpha: float | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _plain_orders(self, plain: Inputs, alpha: float | None,
+                      reading: Reading | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The plain reference's outputs in several summation orders (tokens permuted, results put back), so
         that the baseline is not one order's luck on a long reduction."""
         p = self.problem
         orders = token_orders(p.n_q, p.n_kv, p.seed, same=p.kind != "cross", causal=self.causal)
+        if reading is not None:  # a reading need not be equivariant (K Qᵀ has a row per key): as given only
+            orders = [None]
         contexts, weights = [], []
         for order in orders:
             if order is None:
-                context, weight = self._oracle(plain, alpha)
+                context, weight = self._oracle(plain, alpha, reading)
             else:
                 q, kv = order
                 moved = replace(plain, x_q=permute_tokens(plain.x_q, q), x_kv=permute_tokens(plain.x_kv, kv))
-                context, weight = self._oracle(moved, alpha)
+                context, weight = self._oracle(moved, alpha, reading)
                 context = restore_tokens(context, q)
                 weight = restore_tokens(restore_tokens(weight, q), kv, dim=-1)
             contexts.append(context)
@@ -223,19 +232,21 @@ class Case(BaseCase):
         i = self.inputs
         return Inputs(*oracle.upcast(i.x_q, i.x_kv, i.w_q, i.w_k, i.w_v, i.w_o))
 
-    def expected(self, alpha: float | None = None, dtype: str | None = None) -> Outputs:
+    def expected(self, alpha: float | None = None, dtype: str | None = None,
+                 reading: Reading | None = None) -> Outputs:
         """float64 reference and plain same-dtype baseline of both outputs.
 
         alpha: the scale of the scores (default 1/√d_k; a fitted scale for clauses other than
-        WEIGHTS-SCALE); dtype: judge as if computed in another dtype (default the case's).
+        WEIGHTS-SCALE); dtype: judge as if computed in another dtype (default the case's); reading: the
+        pipeline with one diagnosed mistake (readings.py; see expected_through).
         """
-        key = ("expected", alpha, dtype)
+        key = ("expected", alpha, dtype, reading)
         if key not in self._memo:
             dtype = dtype or self.dtype
             exact = self.exact
             plain = self.inputs.to(device="cpu", dtype=DTYPES[dtype])
-            ref_context, ref_weights = self._oracle(exact, alpha)
-            base_context, base_weights = self._plain_orders(plain, alpha)
+            ref_context, ref_weights = self._oracle(exact, alpha, reading)
+            base_context, base_weights = self._plain_orders(plain, alpha, reading)
             s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v, alpha)
             context_scale = s.context
             if self.problem.kind == "concat" and exact.w_o is not None:
@@ -246,8 +257,17 @@ class Case(BaseCase):
             )
         return self._memo[key]
 
-    def fitted_scale(self, out: Attention | None = None) -> float | None:
-        """The α for which the reference at softmax(α·ω) best explains the outputs (weights if returned)."""
+    def expected_through(self, reading: Reading, alpha: float | None = None) -> Outputs | None:
+        """The reference with the reading's mistake, or None where the reading does not apply here."""
+        exact = self.exact
+        if readings.cross_attention(reading, exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v, self.causal,
+                                    alpha) is None:
+            return None
+        return self.expected(alpha, reading=reading)
+
+    def fitted_scale(self, out: Attention | None = None, reading: Reading | None = None) -> float | None:
+        """The α for which the reference at softmax(α·ω) (with the reading's mistake, if given) best explains
+        the outputs (weights if returned)."""
         out = out or self.run()
         exact = self.exact
         use_weights = out.weights is not None
@@ -260,13 +280,18 @@ class Case(BaseCase):
         values = oracle.project(x_kv, exact.w_v)
 
         def model(alpha: float) -> torch.Tensor:
-            weights = oracle.weights(omega, self.problem.d_k, self.causal, alpha=alpha)
+            if reading is None:
+                weights = oracle.weights(omega, self.problem.d_k, self.causal, alpha=alpha)
+            else:
+                weights = reading.weights(omega, self.problem.d_k, self.causal, alpha)
             if use_weights:
                 return weights
             context = weights @ values
             return oracle.concat_heads(context, exact.w_o) if self.problem.kind == "concat" else context
 
-        implied = implied_scale(observed, omega) if use_weights else None
+        if reading is not None and model(1 / math.sqrt(self.problem.d_k)) is None:
+            return None
+        implied = implied_scale(observed, omega) if use_weights and reading is None else None
         fit = fit_scale(model, observed, 1 / math.sqrt(self.problem.d_k), (implied,))
         return None if fit is None else fit[0]
 
@@ -483,6 +508,41 @@ def expect_weights(
     )
 
 
+def expect_weights_through(
+    reading: Reading, scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False, alpha: float | None = None,
+) -> Expected | None:
+    """expect_weights (without an explicit mask) with the reading's mistake; None where it does not apply."""
+    (s64,) = oracle.upcast(scores)
+    (s_,) = _plain(scores)
+    exact, plain = reading.weights(s64, d_k, causal, alpha), reading.weights(s_, d_k, causal, alpha)
+    if exact is None or plain is None:
+        return None
+    factor = 1 / math.sqrt(d_k) if alpha is None else alpha
+    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) * factor
+    return expect_output("weights", exact, plain, dtype, scale)
+
+
+def scale_through_a_reading(
+    clause_id: str, weights: torch.Tensor, scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False,
+) -> tuple[Reading, float | None] | None:
+    """The weights seen through another clause's diagnosed mistake: (the reading, None) when they match it at
+    1/√d_k, (the reading, α) when at another scale α; None when no reading explains them."""
+    observed = weights.detach().to("cpu", torch.float64)
+    (s64,) = oracle.upcast(scores)
+    for reading in readings.usable_by(clause_id):
+        expected = expect_weights_through(reading, scores, d_k, dtype, causal)
+        if expected is None or observed.shape != expected.reference.shape:
+            continue
+        if matches(weights, expected):
+            return reading, None
+        fit = fit_scale(lambda a: reading.weights(s64, d_k, causal, a), observed, 1 / math.sqrt(d_k), ())
+        if fit is not None:
+            at_fit = expect_weights_through(reading, scores, d_k, dtype, causal, fit[0])
+            if at_fit is not None and matches(weights, at_fit):
+                return reading, fit[0]
+    return None
+
+
 def fitted_weights_scale(
     weights: torch.Tensor, scores: torch.Tensor, d_k: int, causal: bool = False, mask: torch.Tensor | None = None
 ) -> float | None:
@@ -499,8 +559,10 @@ def assert_outputs_match(case: Case, out: Attention, where: str, any_scale: bool
     """The outputs (weights if returned, and context) match the reference.
 
     With any_scale, the reference at a fitted scale α is accepted too: how the scores are scaled is
-    WEIGHTS-SCALE's business, not the calling clause's. The usual 1/√d_k is tried first, so a correct
-    implementation is judged exactly as without fitting.
+    WEIGHTS-SCALE's business, not the calling clause's; and so is the reference with one diagnosed mistake
+    of another clause (readings.py: a softmax over the queries, transposed scores, a mask after the
+    softmax), at the usual or a fitted scale. The usual 1/√d_k without any mistake is tried first, so a
+    correct implementation is judged exactly as without fitting.
     """
 
     def check(expected: Outputs) -> None:
@@ -513,16 +575,26 @@ def assert_outputs_match(case: Case, out: Attention, where: str, any_scale: bool
     except ClauseFailure:
         if not any_scale:
             raise
-        alpha = case.fitted_scale(out)
-        if alpha is None:
+        if through_a_reading(case, out, check) is None:
             raise
-        try:
-            check(case.expected(alpha))
-        except ClauseFailure:
-            pass
-        else:
-            return
-        raise
+
+
+def through_a_reading(case: Case, out: Attention, check: Callable[[Outputs], None]) -> str | None:
+    """Which explanation the outputs pass `check` under: 'a scale of α' (fitted), a reading's name (at the
+    usual or a fitted scale); None when none does. Tried after the reference itself failed."""
+    alpha = case.fitted_scale(out)
+    if alpha is not None and holds(check, case.expected(alpha)):
+        return f"a scale of {alpha:.4g}"
+    for reading in readings.usable_by(case.clause):
+        expected = case.expected_through(reading)
+        if expected is None:
+            continue
+        if holds(check, expected):
+            return reading.name
+        alpha = case.fitted_scale(out, reading)
+        if alpha is not None and holds(check, case.expected(alpha, reading=reading)):
+            return f"{reading.name}, at a scale of {alpha:.4g}"
+    return None
 
 
 def claimed_kinds(implementation: Implementation) -> list[str]:

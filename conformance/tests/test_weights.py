@@ -18,7 +18,15 @@ from conformance.judge.assertions import (
     matches,
 )
 from conformance.judge.blocking import judged, prerequisite
-from conformance.judge.cases import BaseCase, Case, StepCase, assert_outputs_match, expect_weights, fitted_weights_scale
+from conformance.judge.cases import (
+    BaseCase,
+    Case,
+    StepCase,
+    assert_outputs_match,
+    expect_weights,
+    fitted_weights_scale,
+    scale_through_a_reading,
+)
 from conformance.judge.fitting import scale_hint
 from conformance.judge.strategies import LARGE_LOGITS, problems, score_problems
 from conformance.judge.tolerance import Expected
@@ -50,6 +58,14 @@ def _check_scale(case: BaseCase, weights: torch.Tensor, expected: Expected, scor
     except ClauseFailure as error:
         if not torch.isfinite(weights.detach().cpu()).all():
             prerequisite(case, "WEIGHTS-STABLE", "the weights contain NaN or inf", str(error))
+        masked = isinstance(case, StepCase) and case.mask is not None  # readings know the causal mask only
+        seen = None if masked else scale_through_a_reading(case.clause, weights, scores, d_k, case.dtype, causal)
+        if seen is not None:
+            reading, alpha = seen
+            if alpha is None:
+                return  # the scale is right: the weights are another clause's mistake at softmax(ω/√d_k)
+            raise type(error)(f"{error}\nwith {reading.name} seen through (another clause's mistake), your weights "
+                              f"fit softmax(ω · {alpha:.4g}); the spec scales by 1/√d_k = {1 / math.sqrt(d_k):.4g}") from None
         fitted = _fitted(weights, scores, d_k, case.dtype, causal)
         if fitted is None or not matches(weights, fitted):
             prerequisite(case, "WEIGHTS-SOFTMAX", "the weights are not softmax(α·ω) over the keys for any scale α, "
