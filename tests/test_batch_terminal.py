@@ -82,3 +82,18 @@ def test_a_batch_without_matplotlib_says_so_once_and_prints_every_reason_whole(t
     assert rows["nina"]["verdict"] == "conforms"
     output = json.loads((out / "nina" / "results.json").read_text())["output"]
     assert "code cell 2 (In [2]) raised FileNotFoundError" in output, output
+
+
+def test_feedback_without_pictures_does_not_describe_pictures():
+    """Without PNGs (no matplotlib, --no-pictures) the section keeps its summaries, not the legend of a
+    picture the student does not get."""
+    import torch
+
+    from conformance.teaching import pictures
+
+    view = pictures.View("self", "self_attention(x, W_q, W_k, W_v)", ["a", "b"], torch.eye(2, dtype=torch.float64),
+                         1e-6, got=torch.eye(2, dtype=torch.float64))
+    without = "\n".join(pictures.markdown([view], []))
+    with_png = "\n".join(pictures.markdown([view], [(view, "weights-self.png")]))
+    assert "red outline" not in without and view.summary() in without
+    assert "red outline" in with_png and "](weights-self.png)" in with_png

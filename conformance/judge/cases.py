@@ -564,37 +564,56 @@ def assert_outputs_match(case: Case, out: Attention, where: str, any_scale: bool
     softmax), at the usual or a fitted scale. The usual 1/√d_k without any mistake is tried first, so a
     correct implementation is judged exactly as without fitting.
     """
+    check = outputs_check(out, where)
+    try:
+        check(case.expected())
+    except ClauseFailure:
+        if not any_scale or explain(case, out, check) is None:
+            raise
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a failing example's outputs match instead of the reference: the reference at a fitted scale α
+    (None: 1/√d_k), and with a reading's mistake (None: without one)."""
+
+    alpha: float | None = None
+    reading: Reading | None = None
+
+    def __str__(self) -> str:
+        scale = "" if self.alpha is None else f"a scale of {self.alpha:.4g}"
+        if self.reading is None:
+            return scale
+        return self.reading.name + (f", at {scale}" if scale else "")
+
+
+def explain(case: Case, out: Attention, check: Callable[[Outputs], None]) -> Explanation | None:
+    """Under which explanation the outputs pass `check`: a fitted scale, a reading of another clause's
+    mistake at the usual or a fitted scale; None when none does. Tried after the reference itself failed."""
+    alpha = case.fitted_scale(out)
+    if alpha is not None and holds(check, case.expected(alpha)):
+        return Explanation(alpha)
+    for reading in readings.usable_by(case.clause):
+        expected = case.expected_through(reading)
+        if expected is None:
+            continue
+        if holds(check, expected):
+            return Explanation(None, reading)
+        alpha = case.fitted_scale(out, reading)
+        if alpha is not None and holds(check, case.expected(alpha, reading=reading)):
+            return Explanation(alpha, reading)
+    return None
+
+
+def outputs_check(out: Attention, where: str = "") -> Callable[[Outputs], None]:
+    """The check of both outputs (weights if returned, and context) against an expectation."""
 
     def check(expected: Outputs) -> None:
         if out.weights is not None:
             assert_matches(out.weights, expected.weights, where)
         assert_matches(out.context, expected.context, where)
 
-    try:
-        check(case.expected())
-    except ClauseFailure:
-        if not any_scale:
-            raise
-        if through_a_reading(case, out, check) is None:
-            raise
-
-
-def through_a_reading(case: Case, out: Attention, check: Callable[[Outputs], None]) -> str | None:
-    """Which explanation the outputs pass `check` under: 'a scale of α' (fitted), a reading's name (at the
-    usual or a fitted scale); None when none does. Tried after the reference itself failed."""
-    alpha = case.fitted_scale(out)
-    if alpha is not None and holds(check, case.expected(alpha)):
-        return f"a scale of {alpha:.4g}"
-    for reading in readings.usable_by(case.clause):
-        expected = case.expected_through(reading)
-        if expected is None:
-            continue
-        if holds(check, expected):
-            return reading.name
-        alpha = case.fitted_scale(out, reading)
-        if alpha is not None and holds(check, case.expected(alpha, reading=reading)):
-            return f"{reading.name}, at a scale of {alpha:.4g}"
-    return None
+    return check
 
 
 def claimed_kinds(implementation: Implementation) -> list[str]:

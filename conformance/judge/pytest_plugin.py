@@ -276,7 +276,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     clause_id = _clause_of(item)
     if clause_id is None:
         return
-    blocking.begin(clause_id)
+    blocking.begin()
     implementation = implementation_of(item.config)
     implementation.called.clear()
     for marker in item.iter_markers("needs"):

@@ -250,9 +250,11 @@ def markdown(views: list[View], drawn: list[tuple[View, str]]) -> list[str]:
     if not views:
         return []
     files = {view.key: name for view, name in drawn}
-    lines = ["## Your attention weights on the seed sentence", "",
-             "Each row is a query token, each column a key token. A red outline marks a weight that differs "
-             "from the expected one by more than the tolerance.", ""]
+    # the legend describes pictures; without any (no matplotlib, --no-pictures) the summaries stand alone
+    legend = ("Each row is a query token, each column a key token. A red outline marks a weight that differs "
+              "from the expected one by more than the tolerance.") if files else \
+        "Each line compares your weights with the expected ones on one call of the seed sentence."
+    lines = ["## Your attention weights on the seed sentence", "", legend, ""]
     for view in views:
         lines += [f"### {view.title}", ""]
         if view.key in files:

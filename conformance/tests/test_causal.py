@@ -14,6 +14,7 @@ from conformance.judge.assertions import (
     assert_causal_mask,
     assert_exactly_zero,
     assert_matches,
+    assert_no_future_weight,
     assert_rows_stochastic,
     fail,
     future_keys,
@@ -21,7 +22,7 @@ from conformance.judge.assertions import (
 )
 from conformance.judge.blocking import judged, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import Case, StepCase, expect_weights, fitted_weights_scale
+from conformance.judge.cases import Case, StepCase, expect_weights, explain, fitted_weights_scale, outputs_check
 from conformance.judge.strategies import MASKING_LOGITS, Inputs, problems, score_problems
 
 CAUSAL_KINDS = [
@@ -38,7 +39,16 @@ def test_future_keys_get_exactly_zero_weight(cases, kind, data):
     problem = data.draw(problems(kind, logit_targets=MASKING_LOGITS), label="problem")
     case = cases.pipeline(problem, causal=True)
     with judged(case):
-        assert_causal_mask(case.run().weights, case.problem.n_q, case.problem.n_kv)
+        out = case.run()
+        try:
+            assert_causal_mask(out.weights, case.problem.n_q, case.problem.n_kv)
+        except ClauseFailure:
+            # future weights that are exactly 0 are this clause's alone; a query left with no weight at all can
+            # be another clause's mistake (a softmax over the queries underflows whole rows): seen through it,
+            # the mask is the reference's
+            assert_no_future_weight(out.weights)
+            if explain(case, out, outputs_check(out)) is None:
+                raise
 
 
 @clause("CAUSAL-RENORM")
@@ -65,6 +75,8 @@ def _check_renormalised(case: Case) -> None:
         return
     except ClauseFailure:
         pass
+    if explain(case, out, outputs_check(out)) is not None:
+        return  # the reference's masking, seen through another clause's mistake (its own never: readings.py)
     got = weights.detach().to("cpu", torch.float64)
     eps = torch.finfo(DTYPES[case.dtype]).eps
     totals = got.sum(dim=-1)

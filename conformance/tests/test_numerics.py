@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance import clause, needs
-from conformance.judge import oracle
+from conformance.judge import oracle, readings
 from conformance.judge.assertions import ClauseFailure, assert_agree, assert_matches, fail
 from conformance.judge.blocking import find_blocker, judged, prerequisite
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.cases import FUNCTION_OF, Case, assert_outputs_match, draw_kind
+from conformance.judge.cases import FUNCTION_OF, Case, Explanation, draw_kind, explain
 from conformance.judge.pytest_plugin import skip_without_cuda
 from conformance.judge.strategies import MIXED_LOGITS, problems
 from conformance.judge.tolerance import expected, permute_tokens, restore_tokens, scales, token_orders
@@ -79,7 +79,8 @@ def check_gradients(case: Case) -> None:
     long reduction over the queries or keys)."""
     implementation, kind = case.implementation, case.problem.kind
     with judged(case):
-        alpha = _forward_scale(case)
+        seen = _forward_reading(case)
+        alpha, reading = seen.alpha, seen.reading
         arguments = [a.detach().clone().requires_grad_() for a in case.arguments()]
         out = implementation.attention(case.function, *arguments, causal=case.causal)
         generator = torch.Generator().manual_seed(case.problem.seed + 5)
@@ -101,7 +102,10 @@ def check_gradients(case: Case) -> None:
             inputs = [i.requires_grad_() for i in inputs]
             x_q, x_kv = (inputs[0], inputs[1]) if kind == "cross" else (inputs[0], inputs[0])
             w_q, w_k, w_v = inputs[-3:]
-            context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, case.causal, alpha=alpha)
+            if reading is None:
+                context, _ = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, case.causal, alpha=alpha)
+            else:
+                context, _ = readings.cross_attention(reading, x_q, x_kv, w_q, w_k, w_v, case.causal, alpha)
             result = list(torch.autograd.grad((context * seen.to(dtype_)).sum(), inputs))
             if order is not None:
                 result[0] = restore_tokens(result[0], q)
@@ -111,6 +115,8 @@ def check_gradients(case: Case) -> None:
 
         p = case.problem
         orders = token_orders(p.n_q, p.n_kv, p.seed, same=kind != "cross", causal=case.causal)
+        if reading is not None:  # a reading need not be equivariant: as given only
+            orders = [None]
         exact = reference_grads(torch.float64)
         plain = [reference_grads(DTYPES[case.dtype], order) for order in orders]
         s = scales(*oracle.upcast(*(case.arguments() if kind == "cross" else [case.inputs.x_q, *case.arguments()])),
@@ -129,25 +135,25 @@ def check_gradients(case: Case) -> None:
                            f"gradient of {case.function}")
 
 
-def _forward_scale(case: Case) -> float | None:
-    """The scale the forward pass uses (None: 1/√d_k), so the gradient is judged for what it computes.
+def _forward_reading(case: Case) -> Explanation:
+    """What the forward pass computes (the reference, at a fitted scale, or through another clause's
+    diagnosed mistake: cases.explain), so the gradient is judged for what it computes.
 
-    A forward result that no scale explains cannot have its gradient judged against the reference's:
+    A forward result that nothing explains cannot have its gradient judged against the reference's:
     the test is blocked by whichever clause is broken, and by NUM-ACCURACY when none is named.
     """
     out = case.run_checked()
+
+    def check(expected_) -> None:  # the gradient is of the context: the context is what must be explained
+        assert_matches(out.context, expected_.context)
+
     try:
-        assert_outputs_match(case, out, "", any_scale=False)
-        return None
+        check(case.expected())
+        return Explanation()
     except ClauseFailure:
-        alpha = case.fitted_scale(out)
-    if alpha is not None:
-        try:
-            expected_ = case.expected(alpha)
-            assert_matches(out.context, expected_.context)
-            return alpha
-        except ClauseFailure:
-            pass
+        seen = explain(case, out, check)
+    if seen is not None:
+        return seen
     find_blocker((case,))
     prerequisite(case, "NUM-ACCURACY", f"{case.function}'s forward result is wrong, so its gradient cannot be judged")
     fail(f"{case.function}'s forward result is wrong")

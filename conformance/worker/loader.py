@@ -76,9 +76,20 @@ def parse_target(text: str) -> Target:
     return Target(text, base, None, attribute or None)
 
 
+WORKER_FOLDER = Path(__file__).resolve().parent
+
+
+def submission_frames(error: BaseException) -> list[traceback.FrameSummary]:
+    """The error's frames without the worker's own (a forbidden helper's wrapper that raised says nothing
+    about the submission's line); all of them if that leaves none."""
+    frames = traceback.extract_tb(error.__traceback__)
+    theirs = [f for f in frames if Path(f.filename).resolve().parent != WORKER_FOLDER]
+    return theirs or frames
+
+
 def short_traceback(error: BaseException) -> str:
     """The last frames of an error: enough to find the line, not a wall."""
-    frames = traceback.extract_tb(error.__traceback__)[-2:]
+    frames = submission_frames(error)[-2:]
     where = "; ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames)
     return f"{type(error).__name__}: {error}" + (f" (at {where})" if where else "")
 

@@ -232,7 +232,7 @@ def _documented_signature(function) -> dict | None:
 
 
 def _error(error: BaseException) -> dict:
-    frames = traceback.extract_tb(error.__traceback__)
+    frames = loader.submission_frames(error)
     where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     try:
         message = str(error)
