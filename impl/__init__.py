@@ -24,6 +24,10 @@ CAPABILITIES = {
     "autograd": True,
     "returns_weights": True,
     "grouped_kv_heads": True,
+    "causal_alignment": "top_left",  # impl.kernel.ALIGNMENT
+    "local_window": True,
+    "softcap": True,
+    "alibi": True,
 }
 
 __all__ = [

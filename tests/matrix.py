@@ -43,10 +43,16 @@ END_TO_END = frozenset(c.id for c in spec.load().clauses if c.end_to_end)
 AUTOGRAD = ("NUM-GRADIENTS",)
 # everything but what the machine or the array library rules out (no CUDA here; numpy has no autograd)
 EVERY_CLAUSE = tuple(c.id for c in spec.load().clauses if c.id != "NUM-DEVICES")
-KERNEL = ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "QKV-MASK")
+# a kernel alone (SDPA) is judged by the interface clauses too (issue 19): they must pass, not be "not claimed"
+KERNEL = ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "QKV-ALIGN", "QKV-MASK",
+          "API-BATCH", "API-DTYPE", "API-DEVICE", "API-PURE", "API-DETERMINISTIC", "API-QUIET")
+KERNEL_FEATURES = (*KERNEL, "QKV-GQA", "QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI")
+# the kernel's optional features: an implementation that does not declare them leaves them "not claimed"
+OPTIONAL_KERNEL = ("QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI")
 CORRECT = {
     "reference (impl)": ("impl", EVERY_CLAUSE),
-    "numpy example": ("examples/numpy_attention.py", tuple(c for c in EVERY_CLAUSE if c not in AUTOGRAD)),
+    "numpy example": ("examples/numpy_attention.py",
+                      tuple(c for c in EVERY_CLAUSE if c not in AUTOGRAD and c not in OPTIONAL_KERNEL)),
     "step pipeline": ("conformance.teaching.mistakes:Pipeline", AUTOGRAD),
     "sdpa": ("tests.variants.correct.sdpa", AUTOGRAD),
     "einsum": ("tests.variants.correct.einsum", AUTOGRAD),
@@ -62,6 +68,9 @@ CORRECT = {
     "sdpa kernel": ("torch.nn.functional:scaled_dot_product_attention", KERNEL),
     "tiled flash kernel": ("tests.variants.correct.kernel_tiled", (*KERNEL, "QKV-GQA")),
     "kernel steps": ("conformance.teaching.mistakes:Kernel", (*KERNEL, "QKV-GQA")),
+    # the optional features, declared, with either causal alignment (issue 19)
+    "kernel steps, windows/softcap/alibi": ("conformance.teaching.mistakes:KernelFeatures", KERNEL_FEATURES),
+    "kernel steps, bottom-right": ("conformance.teaching.mistakes:KernelBottomRight", KERNEL_FEATURES),
 }
 # the JAX example, where jax is installed (tox's py environment has it: pip install -e '.[jax]')
 JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE"))}

@@ -178,7 +178,7 @@ class Implementation:
             if kind == "device":
                 return value in caps.devices
             raise ValueError(f"unknown requirement {requirement!r}")
-        if requirement in ("batching", "autograd", "grouped_kv_heads"):
+        if requirement in ("batching", "autograd", "grouped_kv_heads", "local_window", "softcap", "alibi"):
             return getattr(caps, requirement)
         if requirement == "weights":
             return caps.returns_weights
@@ -265,12 +265,14 @@ class Implementation:
         return Attention(context, self._from_impl(function, result[1]))
 
     def kernel(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, mask: Tensor | None = None,
-               scale: float | None = None, grouped: bool = False) -> Attention:
+               scale: float | None = None, grouped: bool = False, window: tuple[int, int] | None = None,
+               softcap: float | None = None, alibi_slopes: Tensor | None = None) -> Attention:
         """Call attention(q, k, v, ...) of the kernel section, under the names its signature uses (the spec's
         causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone."""
         function = "attention"
-        result = self.call(function, q, k, v, **self.kernel_keywords(causal=causal, mask=mask, scale=scale,
-                                                                     grouped=grouped))
+        keywords = self.kernel_keywords(causal=causal, mask=mask, scale=scale, grouped=grouped, window=window,
+                                        softcap=softcap, alibi_slopes=alibi_slopes)
+        result = self.call(function, q, k, v, **keywords)
         if not isinstance(result, (tuple, list)):
             return Attention(self._from_impl(function, result), None)
         if len(result) != 2:
@@ -280,9 +282,11 @@ class Implementation:
         return Attention(context, None if result[1] is None else self._from_impl(function, result[1]))
 
     def kernel_keywords(self, causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
-                        grouped: bool = False) -> dict[str, Any]:
+                        grouped: bool = False, window: tuple[int, int] | None = None, softcap: float | None = None,
+                        alibi_slopes: Tensor | None = None) -> dict[str, Any]:
         """The keyword arguments of attention(q, k, v, ...) under the names its signature uses: the spec's
-        causal/mask or SDPA's is_causal/attn_mask, and SDPA's enable_gqa for grouped key/value heads."""
+        causal/mask/scale/window or SDPA's is_causal/attn_mask (and enable_gqa for grouped key/value heads)
+        or FlashAttention's softmax_scale/window_size; softcap and alibi_slopes are spelled alike."""
         parameters = self.signatures["attention"].parameters or ()
 
         def name(*names: str) -> str:  # the first the signature has; the spec's when it cannot be told
@@ -294,9 +298,15 @@ class Implementation:
         if mask is not None:
             kwargs[name("mask", "attn_mask")] = mask
         if scale is not None:
-            kwargs["scale"] = scale
+            kwargs[name("scale", "softmax_scale")] = scale
         if grouped and "enable_gqa" in parameters:
             kwargs["enable_gqa"] = True  # SDPA repeats the key/value heads only when asked
+        if window is not None:
+            kwargs[name("window", "window_size")] = tuple(window)
+        if softcap is not None:
+            kwargs["softcap"] = softcap
+        if alibi_slopes is not None:
+            kwargs["alibi_slopes"] = alibi_slopes
         return kwargs
 
     def __repr__(self) -> str:

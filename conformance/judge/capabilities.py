@@ -42,7 +42,14 @@ DEFAULTS: dict[str, object] = {
     "width_is_heads_times_head_dim": False,  # d_in = h·d_k (nn.MultiheadAttention's embed_dim = h·head_dim)
     "max_length": None,  # the longest sequence (n_q and n_kv) the implementation takes
     "grouped_kv_heads": False,  # attention(q, k, v) takes k and v with fewer heads than q (grouped-query attention)
+    # the kernel's conventions and optional features (issue 19): what is not declared is not claimed
+    "causal_alignment": "top_left",  # or "bottom_right": query i sits at key i + n_kv - n_q (FlashAttention)
+    "local_window": False,  # attention(..., window=(left, right)) / window_size: keys outside get weight 0
+    "softcap": False,  # attention(..., softcap=c): scaled scores -> c·tanh(scores / c)
+    "alibi": False,  # attention(..., alibi_slopes=s): -s_h·|p_i - j| added to the scaled scores
 }
+ALIGNMENTS = ("top_left", "bottom_right")
+KERNEL_FEATURES = ("local_window", "softcap", "alibi")
 
 
 # found by trying where CAPABILITIES does not declare them (autograd: torch implementations only)
@@ -80,6 +87,10 @@ class Capabilities:
     width_is_heads_times_head_dim: bool = False
     max_length: int | None = None
     grouped_kv_heads: bool = False
+    causal_alignment: str = "top_left"
+    local_window: bool = False
+    softcap: bool = False
+    alibi: bool = False
     # the TRIED keys: their declared (or default) values, which of them CAPABILITIES declares, and what finds
     # the others out (None: the defaults stand, as for a bare parse())
     given: Mapping[str, object] = field(default_factory=dict)
@@ -183,6 +194,8 @@ class Capabilities:
             + (", equal_head_dims" if self.equal_head_dims else "")
             + (", width_is_heads_times_head_dim" if self.width_is_heads_times_head_dim else "")
             + (f", max_length={self.max_length}" if self.max_length is not None else "")
+            + (f", causal_alignment={self.causal_alignment}" if self.causal_alignment != "top_left" else "")
+            + "".join(f", {key}" for key in KERNEL_FEATURES if getattr(self, key))
         )
 
 
@@ -237,6 +250,8 @@ def parse(declared: Mapping[str, object] | None, trier: Trier | None = None) -> 
         width_is_heads_times_head_dim=_flag("width_is_heads_times_head_dim", values["width_is_heads_times_head_dim"]),
         max_length=_length(values["max_length"]),
         grouped_kv_heads=_flag("grouped_kv_heads", values["grouped_kv_heads"]),
+        causal_alignment=_alignment(values["causal_alignment"]),
+        **{key: _flag(key, values[key]) for key in KERNEL_FEATURES},
         given=given,
         declared=declared_keys,
         trier=trier,
@@ -260,3 +275,12 @@ def _length(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CapabilityError(f"CAPABILITIES['max_length'] must be a positive whole number of tokens or None, got {value!r}")
     return value
+
+
+def _alignment(value: object) -> str:
+    if value not in ALIGNMENTS:
+        raise CapabilityError(
+            f"CAPABILITIES['causal_alignment'] must be 'top_left' (query i sees keys 0..i, SDPA) or 'bottom_right' "
+            f"(query i sees keys 0..i + n_kv - n_q, FlashAttention), got {value!r}"
+        )
+    return value  # type: ignore[return-value]

@@ -316,6 +316,9 @@ class KernelCase(BaseCase):
     scale: float | None = None
     masked: bool = True  # pass the problem's mask (if it draws one)
     clause: str = ""
+    window: tuple[int, int] | None = None  # (left, right), -1 unbounded
+    softcap: float | None = None
+    alibi: tuple[float, ...] | None = None  # slopes; the first `heads` are passed, one per query head
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -324,6 +327,35 @@ class KernelCase(BaseCase):
     @property
     def function(self) -> str:
         return "attention"
+
+    @property
+    def alignment(self) -> str:
+        return self.implementation.capabilities.causal_alignment
+
+    @property
+    def slopes(self) -> torch.Tensor | None:
+        """The ALiBi slopes passed: float32 (FlashAttention's dtype; exact in every other), one per query head."""
+        if self.alibi is None:
+            return None
+        return torch.tensor(self.alibi[: self.problem.heads], dtype=torch.float32, device=self.device)
+
+    @property
+    def features(self) -> str:
+        """The optional features of this call in words ('' for none)."""
+        parts = [f"window={self.window}" if self.window is not None else "",
+                 f"softcap={self.softcap:g}" if self.softcap is not None else "",
+                 f"alibi_slopes={[round(x, 4) for x in self.alibi[: self.problem.heads]]}" if self.alibi else ""]
+        return ", ".join(p for p in parts if p)
+
+    def empty_rows(self) -> torch.Tensor | None:
+        """(n_q,) True for the queries that see no key at all (causal bottom-right with n_q > n_kv, a window
+        past the keys): their outputs are not judged (the fully-masked-row policy is a clause of its own)."""
+        p = self.problem
+        keep = oracle.visible(p.n_q, p.n_kv, self.causal, self.window, self.alignment, torch.device("cpu"))
+        if keep is None:
+            return None
+        empty = ~keep.any(dim=-1)
+        return empty if bool(empty.any()) else None
 
     @cached_property
     def inputs(self) -> KernelInputs:
@@ -341,7 +373,8 @@ class KernelCase(BaseCase):
     def call(self) -> Attention:
         i = self.inputs
         return self.implementation.kernel(i.q, i.k, i.v, causal=self.causal, mask=i.mask, scale=self.scale,
-                                          grouped=self.grouped)
+                                          grouped=self.grouped, window=self.window, softcap=self.softcap,
+                                          alibi_slopes=self.slopes)
 
     def run(self) -> Attention:  # BaseCase.run, with this call's result type
         return super().run()
@@ -353,6 +386,11 @@ class KernelCase(BaseCase):
         check_shape("attention context", out.context, (*p.batch, p.heads, p.n_q, p.d_v), "(..., h, n_q, d_v)")
         if out.weights is not None:
             check_shape("attention weights", out.weights, (*p.batch, p.heads, p.n_q, p.n_kv), "(..., h, n_q, n_kv)")
+        empty = self.empty_rows()
+        if empty is not None:  # rows with no visible key are not judged here: zero on both sides
+            empty = empty.to(out.context.device)
+            out = Attention(out.context.masked_fill(empty[:, None], 0),
+                            None if out.weights is None else out.weights.masked_fill(empty[:, None], 0))
         return out
 
     def expected(self) -> Outputs:
@@ -367,13 +405,20 @@ class KernelCase(BaseCase):
         exact_mask = plain_mask = None if i.mask is None else i.mask.cpu()
         if i.mask is not None and i.mask.dtype != torch.bool:
             exact_mask = oracle.upcast(i.mask)[0]
-        ref_context, ref_weights = oracle.attention(*exact, self.causal, exact_mask, self.scale)
-        base_context, base_weights = oracle.attention(*plain, self.causal, plain_mask, self.scale)
+        features = dict(window=self.window, softcap=self.softcap, alignment=self.alignment)
+        slopes = None if self.slopes is None else self.slopes.cpu()
+        exact_slopes = None if slopes is None else slopes.double()
+        ref_context, ref_weights = oracle.attention(*exact, self.causal, exact_mask, self.scale,
+                                                    alibi_slopes=exact_slopes, **features)
+        base_context, base_weights = oracle.attention(*plain, self.causal, plain_mask, self.scale,
+                                                      alibi_slopes=slopes, **features)
         q, k, v = exact
         alpha = 1 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
         group = q.shape[-3] // k.shape[-3]
         # what rounding acts on: the scaled scores (plus a float mask), then the values they mix
         bias = exact_mask.abs().max().item() if exact_mask is not None and exact_mask.dtype != torch.bool else 0.0
+        if slopes is not None:  # the ALiBi bias, largest at the farthest key
+            bias += oracle.alibi_bias(slopes.double(), q.shape[-2], k.shape[-2], self.alignment).abs().max().item()
         weights_scale = 1.0 + dot_scale(q, k.repeat_interleave(group, dim=-3)) * alpha + bias
         context_scale = weights_scale * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
         return Outputs(
@@ -385,10 +430,25 @@ class KernelCase(BaseCase):
         """The same q, k, v with neither mask, causal nor scale, and every query head's own key/value head."""
         group = self.problem.heads // self.problem.kv_heads
         twin = replace(self, problem=replace(self.problem, kv_heads=self.problem.heads), causal=False, scale=None,
-                       masked=False, _memo={})
+                       masked=False, window=None, softcap=None, alibi=None, _memo={})
         i = self.inputs
         twin.__dict__["inputs"] = KernelInputs(i.q, i.k.repeat_interleave(group, dim=-3),
                                                i.v.repeat_interleave(group, dim=-3), None)
+        return twin
+
+    def bare_causal(self) -> KernelCase:
+        """The same q, k, v, causal, with neither mask, scale, window, softcap nor ALiBi."""
+        twin = replace(self, scale=None, masked=False, window=None, softcap=None, alibi=None, _memo={})
+        i = self.inputs
+        twin.__dict__["inputs"] = KernelInputs(i.q, i.k, i.v, None)
+        return twin
+
+    def queries(self, rows: slice) -> KernelCase:
+        """The same call on some of the queries (the same keys and values): decoding with a KV cache."""
+        i = self.inputs
+        q = i.q[..., rows, :]
+        twin = replace(self, problem=replace(self.problem, n_q=q.shape[-2]), masked=False, _memo={})
+        twin.__dict__["inputs"] = KernelInputs(q, i.k, i.v, None)
         return twin
 
 
@@ -457,9 +517,10 @@ class Cases:
         return Case(self.implementation, problem, dtype or self.dtype, self.device, causal=causal, clause=self.clause)
 
     def kernel(self, problem: KernelProblem, dtype: str | None = None, causal: bool = False,
-               scale: float | None = None, masked: bool = True) -> KernelCase:
+               scale: float | None = None, masked: bool = True, window: tuple[int, int] | None = None,
+               softcap: float | None = None, alibi: tuple[float, ...] | None = None) -> KernelCase:
         return KernelCase(self.implementation, problem, dtype or self.dtype, self.device, causal=causal, scale=scale,
-                          masked=masked, clause=self.clause)
+                          masked=masked, clause=self.clause, window=window, softcap=softcap, alibi=alibi)
 
     def step(self, problem: ScoresProblem, dtype: str | None = None) -> StepCase:
         return StepCase(self.implementation, problem, dtype or self.dtype, self.device, clause=self.clause)

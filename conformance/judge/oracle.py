@@ -59,18 +59,64 @@ def cross_attention(
     return torch.einsum("...ij,...jd->...id", w, v), w
 
 
+def aligned_positions(n_q: int, n_kv: int, alignment: str, device: torch.device) -> Tensor:
+    """Where each query sits among the keys: i (top-left, SDPA) or i + n_kv - n_q (bottom-right,
+    FlashAttention: the last query is the last key, as when decoding with a KV cache). Shape (n_q, 1)."""
+    offset = n_kv - n_q if alignment == "bottom_right" else 0
+    return torch.arange(n_q, device=device).unsqueeze(-1) + offset
+
+
+def visible(n_q: int, n_kv: int, causal: bool, window: tuple[int, int] | None, alignment: str,
+            device: torch.device) -> Tensor | None:
+    """True where query i may attend to key j: causal keeps j <= p_i, a window (left, right) keeps
+    p_i - left <= j <= p_i + right (-1: unbounded on that side), p_i the query's aligned position."""
+    p = aligned_positions(n_q, n_kv, alignment, device)
+    j = torch.arange(n_kv, device=device)
+    keep = None
+    if causal:
+        keep = j <= p
+    if window is not None:
+        left, right = window
+        inside = torch.ones(n_q, n_kv, dtype=torch.bool, device=device)
+        if left >= 0:
+            inside = inside & (j >= p - left)
+        if right >= 0:
+            inside = inside & (j <= p + right)
+        keep = inside if keep is None else keep & inside
+    return keep
+
+
+def alibi_bias(slopes: Tensor, n_q: int, n_kv: int, alignment: str) -> Tensor:
+    """-slope_h · |p_i - j| for every query head h: shape (h, n_q, n_kv)."""
+    p = aligned_positions(n_q, n_kv, alignment, slopes.device)
+    j = torch.arange(n_kv, device=slopes.device)
+    distance = (p - j).abs().to(slopes.dtype)
+    return -slopes.reshape(-1, 1, 1) * distance
+
+
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, mask: Tensor | None = None, scale: float | None = None
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
+    window: tuple[int, int] | None = None, softcap: float | None = None, alibi_slopes: Tensor | None = None,
+    alignment: str = "top_left",
 ) -> tuple[Tensor, Tensor]:
     """The kernel section: (context, weights) from q (..., h, n_q, d_k), k (..., h_kv, n_kv, d_k) and
     v (..., h_kv, n_kv, d_v). A boolean mask is True where a query may attend; a float mask is added to
-    the scaled scores. With h_kv < h, query head i uses key/value head i // (h / h_kv)."""
+    the scaled scores. With h_kv < h, query head i uses key/value head i // (h / h_kv).
+
+    In order: scores · scale; softcap c: c · tanh(scaled / c); + ALiBi bias and a float mask; keys hidden by
+    causal, the window or a boolean mask get weight 0; softmax over the keys; times v. A query with no
+    visible key gets weight 0 everywhere (and context 0)."""
     group = q.shape[-3] // k.shape[-3]
     if group > 1:
         k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    n_q, n_kv = q.shape[-2], k.shape[-2]
     alpha = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     scaled = scores(q, k) * alpha
-    keep = allowed(q.shape[-2], k.shape[-2], causal, None, q.device)
+    if softcap is not None:
+        scaled = softcap * torch.tanh(scaled / softcap)
+    if alibi_slopes is not None:
+        scaled = scaled + alibi_bias(alibi_slopes.to(scaled.dtype), n_q, n_kv, alignment)
+    keep = visible(n_q, n_kv, causal, window, alignment, q.device)
     if mask is not None and mask.dtype == torch.bool:
         keep = mask if keep is None else mask & keep
     elif mask is not None:

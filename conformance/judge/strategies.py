@@ -340,3 +340,40 @@ def kernel_problems(
         mask_shape=draw(st.sampled_from(("full", "shared"))),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
+
+
+# ---------------------------------------------------------------- the kernel's optional features (issue 19)
+# window sides: -1 unbounded, 0 (the query's own position), small and tile-sized reaches
+WINDOW_SIDES = (-1, 0, 1, 2, 5, 16)
+# caps from well inside the drawn scaled scores (strongly bent) to far outside them (plain attention)
+SOFTCAPS = (0.5, 2.0, 10.0, 50.0, 1e6)
+MAX_KERNEL_HEADS = 12  # kernel_problems draws at most 12 query heads (3 key/value heads × 4)
+SLOPES = (0.0, 1 / 256, 1 / 16, 0.125, 0.5, 1.0)
+
+
+def windows() -> st.SearchStrategy[tuple[int, int]]:
+    """(left, right) local windows, -1 meaning unbounded on that side."""
+    return st.tuples(st.sampled_from(WINDOW_SIDES), st.sampled_from(WINDOW_SIDES))
+
+
+def softcaps() -> st.SearchStrategy[float]:
+    return st.sampled_from(SOFTCAPS)
+
+
+def alibi_slopes() -> st.SearchStrategy[tuple[float, ...]]:
+    """One ALiBi slope per query head (the first `heads` are used): the geometric slopes of the ALiBi paper
+    (2^(-8h/H)), or drawn ones, zero included."""
+    geometric = st.integers(1, MAX_KERNEL_HEADS).map(
+        lambda n: tuple(2 ** (-8 * (h + 1) / n) for h in range(MAX_KERNEL_HEADS)))
+    drawn = st.lists(st.sampled_from(SLOPES), min_size=MAX_KERNEL_HEADS, max_size=MAX_KERNEL_HEADS).map(tuple)
+    return st.one_of(geometric, drawn)
+
+
+def alignment_problem(n_q: int, n_kv: int, heads: int = 2, seed: int = 19) -> KernelProblem:
+    """A fixed problem with the given lengths: the alignment cases every profile tries (explicit examples)."""
+    return KernelProblem(batch=(), heads=heads, kv_heads=heads, n_q=n_q, n_kv=n_kv, d_k=8, d_v=5, magnitude=1.0,
+                         mask="none", mask_shape="shared", seed=seed)
+
+
+# n_q = 1 < n_kv (one decoding step), n_q < n_kv (a chunk of new queries), n_q > n_kv, n_kv = 1
+ALIGNMENT_CASES = ((1, 9), (3, 9), (9, 3), (4, 1))

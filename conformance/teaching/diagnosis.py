@@ -108,7 +108,15 @@ def _kernel_probes(x: Tensor, x_kv: Tensor, heads: tuple[Tensor, Tensor, Tensor]
         Probe("kernel, float mask", "attention", (q, k, v), {"mask": bias}),
         # grouped-query: four query heads over two key/value heads (each serves two consecutive query heads)
         Probe("kernel, grouped heads", "attention", (torch.cat([q, q[:1]]), k[:2], v[:2]), {}),
+        # the optional features (asked only of a kernel that declares them)
+        Probe("kernel, window (2, 0)", "attention", (q, k, v), {"window": (2, 0)}),
+        Probe("kernel, softcap 2", "attention", (q, k, v), {"softcap": 2.0}),
+        Probe("kernel, ALiBi", "attention", (q, k, v), {"alibi_slopes": torch.tensor([0.5, 0.25, 0.125])}),
     ]
+
+
+# a probe keyword -> the capability a kernel declares to be asked it
+_FEATURE_OF = {"window": "local_window", "softcap": "softcap", "alibi_slopes": "alibi"}
 
 
 def _same(a: object, b: object) -> bool:
@@ -204,6 +212,8 @@ def _as_declared(implementation, probe: Probe) -> Probe | None:
         grouped = k.shape[-3] != q.shape[-3]
         if grouped and not implementation.claims("grouped_kv_heads"):
             return None
+        if any(key in _FEATURE_OF and not implementation.claims(_FEATURE_OF[key]) for key in probe.kwargs):
+            return None
         return replace(probe, kwargs=implementation.kernel_keywords(**probe.kwargs, grouped=grouped))
     if not implementation.capabilities.causal_only or probe.function not in ATTENTION_FUNCTIONS:
         return probe
@@ -224,7 +234,10 @@ def diagnose(implementation) -> list[Diagnosis]:
     """
     from conformance.teaching import mistakes
 
-    pipeline, kernel = mistakes.Pipeline(), mistakes.Kernel()
+    pipeline = mistakes.Pipeline()
+    # the correct kernel aligns causal attention as the submission declares (a bottom-right kernel is right)
+    bottom_right = implementation.capabilities.causal_alignment == "bottom_right"
+    kernel = mistakes.KernelBottomRight() if bottom_right else mistakes.Kernel()
     # a causal-only mistake repeats its causal twin's signature: named once, by the twin
     candidates = {m: m() for m in mistakes.MISTAKES if not m.CAPABILITIES.get("causal")}
     agree: dict[type, list[str]] = {m: [] for m in candidates}

@@ -653,7 +653,8 @@ class ReproducesOnlyTheSeed(Pipeline):
 
 # ---------------------------------------------------------------- the kernel section: attention(q, k, v)
 class Kernel:
-    """Correct attention(q, k, v, causal, mask, scale) in SDPA's layout, one overridable method per step."""
+    """Correct attention(q, k, v, causal, mask, scale, window, softcap, alibi_slopes) in SDPA's layout, one
+    overridable method per step."""
 
     CAPABILITIES = {**Pipeline.CAPABILITIES, "grouped_kv_heads": True}
     catches: tuple[str, ...] = ()
@@ -666,8 +667,26 @@ class Kernel:
     def factor(self, d_k: int, scale: float | None) -> float:
         return 1 / math.sqrt(d_k) if scale is None else scale
 
+    def positions(self, n_q: int, n_kv: int, device) -> Tensor:
+        """Each query's position among the keys (n_q, 1), as the declared causal alignment puts it."""
+        bottom = self.CAPABILITIES.get("causal_alignment") == "bottom_right"
+        return torch.arange(n_q, device=device).unsqueeze(-1) + (n_kv - n_q if bottom else 0)
+
     def visible(self, n_q: int, n_kv: int, device) -> Tensor:
-        return torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril()
+        return torch.arange(n_kv, device=device) <= self.positions(n_q, n_kv, device)
+
+    def in_window(self, n_q: int, n_kv: int, window: tuple[int, int], device) -> Tensor:
+        left, right = window
+        p, j = self.positions(n_q, n_kv, device), torch.arange(n_kv, device=device)
+        return ((j >= p - left) | (left < 0)) & ((j <= p + right) | (right < 0))
+
+    def scaled(self, scores: Tensor, factor: float, softcap: float | None) -> Tensor:
+        scaled = scores * factor
+        return scaled if softcap is None else softcap * torch.tanh(scaled / softcap)
+
+    def alibi(self, slopes: Tensor, n_q: int, n_kv: int) -> Tensor:
+        distance = (self.positions(n_q, n_kv, slopes.device) - torch.arange(n_kv, device=slopes.device)).abs()
+        return -slopes[:, None, None] * distance
 
     def keep(self, mask: Tensor) -> Tensor:
         """A boolean mask as the keys that may be attended to."""
@@ -676,21 +695,44 @@ class Kernel:
     def biased(self, scores: Tensor, factor: float, bias: Tensor) -> Tensor:
         return scores * factor + bias
 
-    def attention(self, q, k, v, causal: bool = False, mask=None, scale=None) -> tuple[Tensor, Tensor]:
+    def attention(self, q, k, v, causal: bool = False, mask=None, scale=None, window=None, softcap=None,
+                  alibi_slopes=None) -> tuple[Tensor, Tensor]:
         group = q.shape[-3] // k.shape[-3]
         keys, values = self.expand(k, group), self.expand(v, group)
         scores = q @ keys.transpose(-2, -1)
         factor = self.factor(q.shape[-1], scale)
+        n_q, n_kv = q.shape[-2], k.shape[-2]
         boolean = mask is not None and mask.dtype == torch.bool
-        scaled = self.biased(scores, factor, mask) if mask is not None and not boolean else scores * factor
+        if mask is not None and not boolean:  # a float mask: a bias on the scaled (and capped) scores
+            capped = softcap is not None
+            scaled = self.scaled(scores, factor, softcap) + mask if capped else self.biased(scores, factor, mask)
+        else:
+            scaled = self.scaled(scores, factor, softcap)
+        if alibi_slopes is not None:
+            scaled = scaled + self.alibi(alibi_slopes.to(scaled.dtype), n_q, n_kv)
         allowed = self.keep(mask) if boolean else None
         if causal:
-            lower = self.visible(q.shape[-2], k.shape[-2], q.device)
+            lower = self.visible(n_q, n_kv, q.device)
             allowed = lower if allowed is None else allowed & lower
+        if window is not None:
+            inside = self.in_window(n_q, n_kv, window, q.device)
+            allowed = inside if allowed is None else allowed & inside
         if allowed is not None:
             scaled = scaled.masked_fill(~allowed, float("-inf"))
-        weights = torch.softmax(scaled, dim=-1)
+        weights = torch.softmax(scaled, dim=-1).nan_to_num(0.0)  # a query that sees no key: weight 0
         return weights @ values, weights
+
+
+class KernelFeatures(Kernel):
+    """Correct, declaring the optional features it has always had: local windows, softcapping, ALiBi."""
+
+    CAPABILITIES = {**Kernel.CAPABILITIES, "local_window": True, "softcap": True, "alibi": True}
+
+
+class KernelBottomRight(KernelFeatures):
+    """Correct, with causal attention aligned bottom-right as declared (FlashAttention, decoding)."""
+
+    CAPABILITIES = {**KernelFeatures.CAPABILITIES, "causal_alignment": "bottom_right"}
 
 
 class KernelNoScale(Kernel):
@@ -712,12 +754,51 @@ class KernelIgnoresScale(Kernel):
 
 
 class KernelCausalBottomRight(Kernel):
-    """The kernel's causal mask is aligned bottom-right (FlashAttention ≥ 2.1) instead of top-left."""
+    """The kernel's causal mask is aligned bottom-right (FlashAttention ≥ 2.1) although it declares top-left."""
 
     catches = ("QKV-CAUSAL",)
 
     def visible(self, n_q, n_kv, device):
         return torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril(n_kv - n_q)
+
+
+class KernelCausalTopLeft(KernelBottomRight):
+    """The kernel declares bottom-right causal alignment but aligns its causal mask top-left (SDPA's), so one
+    decoding step (a single query against the KV cache) sees only the first key."""
+
+    catches = ("QKV-CAUSAL",)
+
+    def visible(self, n_q, n_kv, device):
+        return torch.ones(n_q, n_kv, dtype=torch.bool, device=device).tril()
+
+
+class KernelWindowOffByOne(KernelFeatures):
+    """The local window's left edge is exclusive (j > p_i - left): one key too few on the left."""
+
+    catches = ("QKV-WINDOW",)
+
+    def in_window(self, n_q, n_kv, window, device):
+        left, right = window
+        p, j = self.positions(n_q, n_kv, device), torch.arange(n_kv, device=device)
+        return ((j > p - left) | (left < 0)) & ((j <= p + right) | (right < 0))
+
+
+class KernelSoftcapBeforeScale(KernelFeatures):
+    """Softcapping is applied to the raw scores before the scale: c · tanh(q kᵀ / c) · scale."""
+
+    catches = ("QKV-SOFTCAP",)
+
+    def scaled(self, scores, factor, softcap):
+        return scores * factor if softcap is None else softcap * torch.tanh(scores / softcap) * factor
+
+
+class KernelAlibiWrongSign(KernelFeatures):
+    """The ALiBi bias is added with the wrong sign (+slope · |i - j|): far keys are favoured."""
+
+    catches = ("QKV-ALIBI",)
+
+    def alibi(self, slopes, n_q, n_kv):
+        return -super().alibi(slopes, n_q, n_kv)
 
 
 class KernelMaskTrueHides(Kernel):
@@ -748,8 +829,24 @@ class KernelHeadsTiled(Kernel):
         return kv.repeat(*([1] * (kv.dim() - 3)), group, 1, 1)
 
 
+class KernelScalesQueriesInPlace(Kernel):
+    """The kernel scales its queries in place (q.mul_(scale)) to spare a pass over the scores: the result is
+    right, but the caller's q is changed (autograd forbids it on a leaf, so only q without a gradient is)."""
+
+    catches = ("API-PURE",)
+
+    def attention(self, q, k, v, causal=False, mask=None, scale=None, window=None, softcap=None, alibi_slopes=None):
+        if not q.requires_grad:
+            q.mul_(self.factor(q.shape[-1], scale))
+            scale = 1.0
+        return super().attention(q, k, v, causal, mask, scale, window, softcap, alibi_slopes)
+
+
+CORRECT_KERNELS = (Pipeline, Kernel, KernelFeatures, KernelBottomRight)
+
+
 def _is_mistake(cls: object) -> bool:
-    return isinstance(cls, type) and issubclass(cls, (Pipeline, Kernel)) and cls not in (Pipeline, Kernel)
+    return isinstance(cls, type) and issubclass(cls, (Pipeline, Kernel)) and cls not in CORRECT_KERNELS
 
 
 MISTAKES: list[type[Pipeline] | type[Kernel]] = [cls for cls in list(globals().values()) if _is_mistake(cls)]

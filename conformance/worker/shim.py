@@ -36,7 +36,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
