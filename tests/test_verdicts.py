@@ -137,22 +137,35 @@ def _table(run) -> dict[str, tuple[str, str]]:
     return {c["id"]: (c["verdict"], c["reason"]) for c in run.report["clauses"]}
 
 
+@pytest.fixture(scope="module")
+def in_order(tmp_path_factory, template):
+    """A mistake's run in pytest's own order, once per module: the runs in another order compare with it."""
+    runs = {}
+
+    def run(mistake: str):
+        if mistake not in runs:
+            runs[mistake] = run_suite(tmp_path_factory.mktemp("in-order"), mistake, "--profile", "fast", template=template)
+        return runs[mistake]
+
+    return run
+
+
 @pytest.mark.parametrize("mistake", ["tests/submissions/olivia.py", "tests.variants.mistakes.swapped_roles"])
-def test_the_verdict_table_does_not_depend_on_the_order_the_tests_run_in(suite, mistake):
+def test_the_verdict_table_does_not_depend_on_the_order_the_tests_run_in(suite, in_order, mistake):
     """Blocks are decided on the finished run: the same table with the tests run in reverse."""
-    forward = suite(mistake, "--profile", "fast")
+    forward = in_order(mistake)
     backward = suite(mistake, "--profile", "fast", "-p", "tests.reverse_order")
     assert forward.report["verdict"] == "does not conform"
     assert _table(backward) == _table(forward)
 
 
-def test_the_verdict_table_is_assembled_across_xdist_workers(suite, tmp_path):
+def test_the_verdict_table_is_assembled_across_xdist_workers(in_order, tmp_path):
     """Under `-n 2` the tests run in two worker processes and the table is written by the controller,
     from the records the reports carry: the same verdicts, reasons, diagnoses and exit status as one
     process, and one table, not one per worker."""
     pytest.importorskip("xdist", reason="unavailable: pytest-xdist is not installed (the test extra)")
     mistake = "tests/submissions/olivia.py"
-    alone = suite(mistake, "--profile", "fast")
+    alone = in_order(mistake)
     split = run_suite(tmp_path, mistake, "--profile", "fast", "-n", "2")  # xdist's workers inherit no template
     assert split.report is not None, split.output[-3000:]
     assert _table(split) == _table(alone)

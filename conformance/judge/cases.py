@@ -651,6 +651,9 @@ class Explanation:
 def explain(case: Case, out: Attention, check: Callable[[Outputs], None]) -> Explanation | None:
     """Under which explanation the outputs pass `check`: a fitted scale, a reading of another clause's
     mistake at the usual or a fitted scale; None when none does. Tried after the reference itself failed."""
+    context_shape, weights_shape = shapes(case.problem)
+    if tuple(out.context.shape) != context_shape or (out.weights is not None and tuple(out.weights.shape) != weights_shape):
+        return None  # outputs of another shape: API-SHAPES' business, nothing to see through
     alpha = case.fitted_scale(out)
     if alpha is not None and holds(check, case.expected(alpha)):
         return Explanation(alpha)
