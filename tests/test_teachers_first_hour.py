@@ -25,6 +25,7 @@ import pytest
 import spec
 from tests.conftest import REPO
 from tests.test_autograder import gradescope_root
+from tests.test_capabilities_by_trying import HOMEWORK
 from tests.test_hidden_from_students import for_students, names_of
 from tests.test_rubric import check_gradescope
 
@@ -39,21 +40,7 @@ clauses = ["NUM-ACCURACY"]
 """
 HIDDEN = ("NUM-ACCURACY",)
 
-CORRECT = """\
-import math
-import torch
-
-
-def self_attention(x, w_q, w_k, w_v, causal=False):
-    q, k, v = x @ w_q.T, x @ w_k.T, x @ w_v.T
-    scores = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
-    if causal:
-        n = scores.shape[-1]
-        future = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    return weights @ v, weights
-"""
+CORRECT = HOMEWORK.lstrip("\n")  # plain, correct, no CAPABILITIES: the homework issue 18 starts from
 
 SDPA = """\
 import math

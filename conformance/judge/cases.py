@@ -89,6 +89,10 @@ class BaseCase(ABC):
     causal: bool = False  # a causal call (its detectors look at the unmasked twin, see uncausal())
     _memo: dict
 
+    def __post_init__(self) -> None:
+        """Every kind of case draws within what the implementation declares (fit_problem)."""
+        self.problem = fit_problem(self.problem, self.implementation)
+
     @property
     @abstractmethod
     def function(self) -> str:
@@ -131,7 +135,7 @@ class Case(BaseCase):
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.problem = fit_problem(self.problem, self.implementation)
+        super().__post_init__()
         if self.implementation.capabilities.causal_only:
             self.causal = True  # every property is checked in its causal form (issue 10)
         # W_O only goes to a concatenation that takes it: a signature without w_o would receive it in `causal`
@@ -321,9 +325,6 @@ class KernelCase(BaseCase):
     alibi: tuple[float, ...] | None = None  # slopes; the first `heads` are passed, one per query head
     _memo: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        self.problem = fit_problem(self.problem, self.implementation)
-
     @property
     def function(self) -> str:
         return "attention"
@@ -462,9 +463,6 @@ class StepCase(BaseCase):
     device: str = "cpu"
     clause: str = ""
     _memo: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self.problem = fit_problem(self.problem, self.implementation)
 
     @property
     def function(self) -> str:
