@@ -42,6 +42,7 @@ def alibi(slopes: Tensor, n_q: int, n_kv: int) -> Tensor:
 def attention(
     q: Tensor, k: Tensor, v: Tensor, causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
     window: tuple[int, int] | None = None, softcap: float | None = None, alibi_slopes: Tensor | None = None,
+    dropout_p: float = 0.0, cu_seqlens_q: Tensor | None = None, cu_seqlens_k: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """softmax(q kᵀ · scale + mask) v, scale = 1/√d_k unless given. Returns (context, weights).
 
@@ -51,6 +52,8 @@ def attention(
     the scaled scores become c · tanh(scores / c); alibi_slopes (one per query head): -slope · |p_i - j|
     is added to the scaled scores. p_i is query i's position among the keys (ALIGNMENT).
     """
+    if cu_seqlens_q is not None or cu_seqlens_k is not None:
+        raise NotImplementedError("packed sequences (cu_seqlens): issue 19, in progress")
     _require(q.dim() >= 3 and k.dim() >= 3 and v.dim() >= 3, "q, k and v must be (..., heads, n, d)")
     heads, kv_heads = q.shape[-3], k.shape[-3]
     _require(kv_heads >= 1 and heads % kv_heads == 0,
@@ -77,5 +80,7 @@ def attention(
         inside = window_keys(n_q, n_kv, window, q.device)
         allowed = inside if allowed is None else allowed & inside
     weights = masked_softmax(scaled, allowed)
+    if dropout_p:
+        raise NotImplementedError("dropout: issue 19, in progress")
     context = weights @ values
     return context, weights

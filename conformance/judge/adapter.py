@@ -26,6 +26,7 @@ test still runs.
 from __future__ import annotations
 
 import contextlib
+import math
 import io
 import time
 import traceback
@@ -41,6 +42,7 @@ from torch import Tensor
 import spec
 from conformance.judge.capabilities import ARRAY_DEVICES, ARRAY_DTYPES, DTYPES, Capabilities, CapabilityError, Finding
 from conformance.judge.capabilities import parse as parse_capabilities
+from conformance.judge.capabilities import spelled
 from conformance.judge.workers import (
     START_TIMEOUT,
     WorkerConfig,
@@ -106,6 +108,12 @@ class Implementation:
         name, declared, signatures = backend.hello()
         # what CAPABILITIES does not declare of autograd, batching, dtypes and devices is found by trying
         self.trials = Trials(self)
+        # a kernel spelled like FlashAttention's or JAX's claims what that interface documents (layout, causal
+        # alignment, features by parameter name); CAPABILITIES overrides any of it
+        kernel = signatures.get("attention")
+        self.spelling, spelled_claims = spelled(kernel.parameters if kernel is not None else None)
+        if isinstance(declared, dict) or declared is None:
+            declared = {**spelled_claims, **(declared or {})}
         try:
             self.capabilities: Capabilities = parse_capabilities(declared, self.trials)
         except CapabilityError as error:
@@ -178,8 +186,14 @@ class Implementation:
             if kind == "device":
                 return value in caps.devices
             raise ValueError(f"unknown requirement {requirement!r}")
-        if requirement in ("batching", "autograd", "grouped_kv_heads", "local_window", "softcap", "alibi"):
+        if requirement in ("batching", "autograd", "grouped_kv_heads", "local_window", "softcap", "alibi", "dropout",
+                           "varlen"):
             return getattr(caps, requirement)
+        if requirement == "masks":  # the kernel takes a mask under one of its spellings (FlashAttention's takes none)
+            signature = self.signatures.get("attention")
+            return signature is not None and any(signature.accepts(n) for n in ("mask", "attn_mask", "bias"))
+        if requirement == "masked_rows":  # a declared policy for a query that sees no key
+            return caps.masked_rows is not None
         if requirement == "weights":
             return caps.returns_weights
         if requirement == "noncausal":  # attention without a causal mask
@@ -266,24 +280,57 @@ class Implementation:
 
     def kernel(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, mask: Tensor | None = None,
                scale: float | None = None, grouped: bool = False, window: tuple[int, int] | None = None,
-               softcap: float | None = None, alibi_slopes: Tensor | None = None) -> Attention:
+               softcap: float | None = None, alibi_slopes: Tensor | None = None, dropout_p: float | None = None,
+               seed: int | None = None, cu_seqlens_q: Tensor | None = None,
+               cu_seqlens_k: Tensor | None = None) -> Attention:
         """Call attention(q, k, v, ...) of the kernel section, under the names its signature uses (the spec's
         causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone."""
         function = "attention"
-        keywords = self.kernel_keywords(causal=causal, mask=mask, scale=scale, grouped=grouped, window=window,
-                                        softcap=softcap, alibi_slopes=alibi_slopes)
-        result = self.call(function, q, k, v, **keywords)
+        batch = q.shape[:-3]
+        if window is not None and self.spelling == "JAX":  # local_window_size has no "unbounded": reach past every key
+            reach = q.shape[-2] + k.shape[-2]
+            window = tuple(reach if side < 0 else side for side in window)
+        keywords = self.kernel_keywords(causal=causal, mask=self.mask_to_layout(mask, q, k), scale=scale,
+                                        grouped=grouped, window=window, softcap=softcap, alibi_slopes=alibi_slopes,
+                                        dropout_p=dropout_p)
+        # (dropout: `seed` seeds the implementation's generator before the call; varlen: cu_seqlens_q/_k, packed)
+        result = self.call(function, *self.to_layout(q, k, v), **keywords)
         if not isinstance(result, (tuple, list)):
-            return Attention(self._from_impl(function, result), None)
+            return Attention(self.from_layout(self._from_impl(function, result), batch), None)
         if len(result) != 2:
             raise ImplementationError(f"{function} returned a {_describe(result)}, expected the context or a pair "
                                       f"(context, weights)")
-        context = self._from_impl(function, result[0])
-        return Attention(context, None if result[1] is None else self._from_impl(function, result[1]))
+        context = self.from_layout(self._from_impl(function, result[0]), batch)
+        weights = None if result[1] is None else self._from_impl(function, result[1])
+        if weights is not None and self.capabilities.layout == "bnhd" and weights.dim() == 4:
+            weights = weights.reshape(*batch, *weights.shape[1:])  # (b, h, n_q, n_kv) in every layout
+        return Attention(context, weights)
+
+    # the kernel's declared layout: the suite works in (..., h, n, d); a "bnhd" kernel takes (b, n, h, d), one batch
+    # axis, so the suite's batch axes are folded into one (a single example gets a batch of 1) and unfolded after
+    def to_layout(self, *tensors: Tensor) -> list[Tensor]:
+        """q, k, v of shape (..., h, n, d) as the kernel takes them."""
+        if self.capabilities.layout == "bhnd":
+            return list(tensors)
+        return [t.reshape(-1, *t.shape[-3:]).transpose(-3, -2).contiguous() for t in tensors]
+
+    def from_layout(self, context: Tensor, batch: tuple[int, ...]) -> Tensor:
+        """The kernel's context back in (..., h, n_q, d_v); a result of another rank is left for the shape checks."""
+        if self.capabilities.layout == "bhnd" or context.dim() != 4 or context.shape[0] != math.prod(batch):
+            return context
+        return context.transpose(-3, -2).reshape(*batch, context.shape[-2], *context.shape[-3:-2], context.shape[-1])
+
+    def mask_to_layout(self, mask: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
+        """A mask (..., h or 1, n_q, n_kv) for a "bnhd" kernel: batch axes folded, as (b, h or 1, n_q, n_kv)."""
+        if mask is None or self.capabilities.layout == "bhnd":
+            return mask
+        lead = q.shape[:-3]
+        shape = (*lead, mask.shape[-3] if mask.dim() >= 3 else 1, q.shape[-2], k.shape[-2])
+        return mask.expand(shape).reshape(-1, *shape[-3:]).contiguous()
 
     def kernel_keywords(self, causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
                         grouped: bool = False, window: tuple[int, int] | None = None, softcap: float | None = None,
-                        alibi_slopes: Tensor | None = None) -> dict[str, Any]:
+                        alibi_slopes: Tensor | None = None, dropout_p: float | None = None) -> dict[str, Any]:
         """The keyword arguments of attention(q, k, v, ...) under the names its signature uses: the spec's
         causal/mask/scale/window or SDPA's is_causal/attn_mask (and enable_gqa for grouped key/value heads)
         or FlashAttention's softmax_scale/window_size; softcap and alibi_slopes are spelled alike."""
@@ -295,14 +342,17 @@ class Implementation:
         kwargs: dict[str, Any] = {}
         if causal:
             kwargs[name("causal", "is_causal")] = True
-        if mask is not None:
-            kwargs[name("mask", "attn_mask")] = mask
+        if dropout_p is not None:
+            kwargs["dropout_p"] = dropout_p
+        if mask is not None:  # JAX takes a boolean mask as mask and a float one as bias
+            float_bias = mask.dtype != torch.bool and "bias" in parameters
+            kwargs["bias" if float_bias else name("mask", "attn_mask")] = mask
         if scale is not None:
             kwargs[name("scale", "softmax_scale")] = scale
         if grouped and "enable_gqa" in parameters:
             kwargs["enable_gqa"] = True  # SDPA repeats the key/value heads only when asked
         if window is not None:
-            kwargs[name("window", "window_size")] = tuple(window)
+            kwargs[name("window", "window_size", "local_window_size")] = tuple(window)
         if softcap is not None:
             kwargs["softcap"] = softcap
         if alibi_slopes is not None:
@@ -426,7 +476,9 @@ class Trials:
         outputs = self._try(function, "float32", batch=True)
         if isinstance(outputs, str):
             return Finding(False, {"batching": f"a batch of {self.BATCH}: {outputs}"})
-        want = [(self.BATCH, *o.shape) for o in baseline]
+        # a (b, n, h, d) kernel's single example already has its batch axis of 1
+        folded = function == "attention" and self.implementation.capabilities.layout == "bnhd"
+        want = [(self.BATCH, *(o.shape[1:] if folded else o.shape)) for o in baseline]
         got = [tuple(o.shape) for o in outputs]
         if got != want:
             return Finding(False, {"batching": f"{function} on a batch of {self.BATCH} returned shapes "
@@ -521,7 +573,8 @@ class Trials:
         elif function == "cross_attention":
             args = [tensor(n, d, data=True), tensor(n, d, data=True), tensor(d, d), tensor(d, d), tensor(d, d)]
         elif function == "attention":
-            args = [tensor(h, n, d, data=True), tensor(h, n, d, data=True), tensor(h, n, d, data=True)]
+            args = self.implementation.to_layout(tensor(h, n, d, data=True), tensor(h, n, d, data=True),
+                                                 tensor(h, n, d, data=True))
             kwargs = self.implementation.kernel_keywords(causal=caps.causal_only)
         elif function == "project":
             args = [tensor(n, d, data=True), tensor(d, d)]

@@ -47,9 +47,48 @@ DEFAULTS: dict[str, object] = {
     "local_window": False,  # attention(..., window=(left, right)) / window_size: keys outside get weight 0
     "softcap": False,  # attention(..., softcap=c): scaled scores -> c·tanh(scores / c)
     "alibi": False,  # attention(..., alibi_slopes=s): -s_h·|p_i - j| added to the scaled scores
+    "dropout": False,  # attention(..., dropout_p=p): weights dropped with probability p from the seeded generator
+    "varlen": False,  # attention(..., cu_seqlens_q=, cu_seqlens_k=): packed sequences, each attended alone
+    "masked_rows": None,  # a query that sees no key: "zeros" or "nan" (its context and weights); None: not claimed
+    # where the kernel's axes are: "bhnd" (..., heads, n, d) as SDPA, or "bnhd" (batch, n, heads, d) as
+    # FlashAttention and JAX (one batch axis: the suite folds its batch axes into one, and adds it when there is none)
+    "layout": "bhnd",
 }
 ALIGNMENTS = ("top_left", "bottom_right")
-KERNEL_FEATURES = ("local_window", "softcap", "alibi")
+LAYOUTS = ("bhnd", "bnhd")
+MASKED_ROWS = ("zeros", "nan")
+KERNEL_FEATURES = ("local_window", "softcap", "alibi", "dropout", "varlen")
+
+# The spellings of kernels people ship, recognised by their parameter names (as SDPA's is_causal and
+# attn_mask are): what their documented interface does is what they claim unless CAPABILITIES says otherwise.
+SPELLINGS: dict[str, tuple[frozenset[str], dict[str, object]]] = {
+    # flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...):
+    # (batch, seq, heads, dim), causal aligned bottom-right, K/V heads dividing Q heads, a query with no key -> 0
+    "FlashAttention": (frozenset({"softmax_scale", "causal"}), {
+        "layout": "bnhd", "causal_alignment": "bottom_right", "grouped_kv_heads": True, "returns_weights": False,
+        "masked_rows": "zeros"}),
+    # jax.nn.dot_product_attention(query, key, value, bias, mask, *, scale, is_causal, local_window_size, ...):
+    # (batch, seq, heads, dim), causal top-left; its softmax runs in float32 whatever the inputs
+    "JAX": (frozenset({"is_causal", "local_window_size"}), {
+        "layout": "bnhd", "grouped_kv_heads": True, "local_window": True, "returns_weights": False,
+        "dtypes": ["float32", "float16", "bfloat16"]}),
+    # torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
+    # enable_gqa): SDPA's layout, causal top-left
+    "SDPA": (frozenset({"attn_mask", "is_causal"}), {"returns_weights": False}),
+}
+# the optional features each spelling names by a parameter: claimed where the signature has it
+FEATURE_PARAMETERS = {"window_size": "local_window", "softcap": "softcap", "alibi_slopes": "alibi",
+                      "dropout_p": "dropout", "enable_gqa": "grouped_kv_heads", "cu_seqlens_q": "varlen"}
+
+
+def spelled(parameters: list[str] | None) -> tuple[str, dict[str, object]]:
+    """The spelling a kernel's parameter names show ('' for none) and what it claims by them."""
+    names = set(parameters or ())
+    for spelling, (required, claims) in SPELLINGS.items():
+        if required <= names:
+            features = {key: True for name, key in FEATURE_PARAMETERS.items() if name in names}
+            return spelling, {**claims, **features}
+    return "", {}
 
 
 # found by trying where CAPABILITIES does not declare them (autograd: torch implementations only)
@@ -91,6 +130,10 @@ class Capabilities:
     local_window: bool = False
     softcap: bool = False
     alibi: bool = False
+    dropout: bool = False
+    varlen: bool = False
+    masked_rows: str | None = None
+    layout: str = "bhnd"
     # the TRIED keys: their declared (or default) values, which of them CAPABILITIES declares, and what finds
     # the others out (None: the defaults stand, as for a bare parse())
     given: Mapping[str, object] = field(default_factory=dict)
@@ -196,6 +239,8 @@ class Capabilities:
             + (f", max_length={self.max_length}" if self.max_length is not None else "")
             + (f", causal_alignment={self.causal_alignment}" if self.causal_alignment != "top_left" else "")
             + "".join(f", {key}" for key in KERNEL_FEATURES if getattr(self, key))
+            + (f", masked_rows={self.masked_rows}" if self.masked_rows else "")
+            + (f", layout={self.layout}" if self.layout != "bhnd" else "")
         )
 
 
@@ -252,6 +297,10 @@ def parse(declared: Mapping[str, object] | None, trier: Trier | None = None) -> 
         grouped_kv_heads=_flag("grouped_kv_heads", values["grouped_kv_heads"]),
         causal_alignment=_alignment(values["causal_alignment"]),
         **{key: _flag(key, values[key]) for key in KERNEL_FEATURES},
+        masked_rows=_choice("masked_rows", values["masked_rows"], MASKED_ROWS,
+                            "what a query that sees no key gets: all zeros, or all NaN (as declared)", optional=True),
+        layout=_choice("layout", values["layout"], LAYOUTS,
+                       "(..., heads, n, d) as SDPA, or (batch, n, heads, d) as FlashAttention and JAX"),
         given=given,
         declared=declared_keys,
         trier=trier,
@@ -283,4 +332,13 @@ def _alignment(value: object) -> str:
             f"CAPABILITIES['causal_alignment'] must be 'top_left' (query i sees keys 0..i, SDPA) or 'bottom_right' "
             f"(query i sees keys 0..i + n_kv - n_q, FlashAttention), got {value!r}"
         )
+    return value  # type: ignore[return-value]
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...], meaning: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if value not in allowed:
+        shown = " or ".join(repr(a) for a in allowed) + (" (or None: not claimed)" if optional else "")
+        raise CapabilityError(f"CAPABILITIES[{key!r}] must be {shown}: {meaning}; got {value!r}")
     return value  # type: ignore[return-value]

@@ -269,6 +269,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 WORDING = {
     "noncausal": "non-causal attention (declared causal='only')",
     "seed_shapes": "the seed's sizes (d_k 24 and d_v 28; d_in 16; 8 tokens) outside the declared shape constraints",
+    "masks": "masks (attention takes no mask, attn_mask or bias)",
+    "masked_rows": "a policy for a query that sees no key (CAPABILITIES['masked_rows'])",
 }
 
 

@@ -208,6 +208,8 @@ def _as_declared(implementation, probe: Probe) -> Probe | None:
     if not implementation.has(probe.function):
         return None
     if probe.function == "attention":
+        if implementation.capabilities.layout != "bhnd":  # the probes are written in (..., h, n, d)
+            return None
         q, k = probe.args[0], probe.args[1]
         grouped = k.shape[-3] != q.shape[-3]
         if grouped and not implementation.claims("grouped_kv_heads"):

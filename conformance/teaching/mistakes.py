@@ -696,7 +696,9 @@ class Kernel:
         return scores * factor + bias
 
     def attention(self, q, k, v, causal: bool = False, mask=None, scale=None, window=None, softcap=None,
-                  alibi_slopes=None) -> tuple[Tensor, Tensor]:
+                  alibi_slopes=None, dropout_p=0.0, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple[Tensor, Tensor]:
+        if cu_seqlens_q is not None or cu_seqlens_k is not None:
+            raise NotImplementedError("packed sequences (cu_seqlens): issue 19, in progress")
         group = q.shape[-3] // k.shape[-3]
         keys, values = self.expand(k, group), self.expand(v, group)
         scores = q @ keys.transpose(-2, -1)
@@ -720,6 +722,8 @@ class Kernel:
         if allowed is not None:
             scaled = scaled.masked_fill(~allowed, float("-inf"))
         weights = torch.softmax(scaled, dim=-1).nan_to_num(0.0)  # a query that sees no key: weight 0
+        if dropout_p:
+            raise NotImplementedError("dropout: issue 19, in progress")
         return weights @ values, weights
 
 

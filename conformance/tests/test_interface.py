@@ -46,8 +46,11 @@ def small_kernel_problems(mask: tuple[str, ...] = ("none",)) -> st.SearchStrateg
 
 
 def kernel_case(cases: Cases, problem: KernelProblem, dtype: str | None = None) -> KernelCase:
-    """attention(q, k, v) on the problem (causal when the implementation declares causal='only')."""
-    return cases.kernel(problem, dtype, causal=cases.implementation.capabilities.causal_only)
+    """attention(q, k, v) on the problem (causal when the implementation declares causal='only'; the mask
+    drawn only for a kernel that takes one)."""
+    implementation = cases.implementation
+    return cases.kernel(problem, dtype, causal=implementation.capabilities.causal_only,
+                        masked=implementation.claims("masks"))
 
 
 def kernel_example(batched: KernelCase, index: tuple[int, ...]) -> KernelCase:

@@ -177,7 +177,7 @@ def test_alibi_bias_on_the_scaled_scores(cases, problem, slopes, causal):
 
 
 @clause("QKV-MASK")
-@needs("attention")
+@needs("attention", "masks")
 @given(problem=kernel_problems(mask=("bool", "float")))
 def test_boolean_and_additive_masks(cases, problem):
     call = cases.kernel(problem)

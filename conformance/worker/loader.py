@@ -381,5 +381,8 @@ def _kernel(function) -> types.SimpleNamespace:
     torch.nn.functional:scaled_dot_product_attention. It has no module to declare CAPABILITIES in: it
     may carry them as an attribute; by default it returns the context alone (no weights)."""
     declared = getattr(function, "CAPABILITIES", None)
-    return types.SimpleNamespace(attention=function,
-                                 CAPABILITIES=declared if declared is not None else {"returns_weights": False})
+    if declared is None:
+        declared = {"returns_weights": False}
+        if str(getattr(function, "__module__", "")).split(".")[0] == "jax":  # jax.nn.dot_product_attention
+            declared["array"] = "jax"
+    return types.SimpleNamespace(attention=function, CAPABILITIES=declared)
