@@ -28,6 +28,9 @@ CAPABILITIES = {
     "local_window": True,
     "softcap": True,
     "alibi": True,
+    "dropout": True,  # impl.kernel.dropout: from torch's global generator, which the suite seeds
+    "varlen": True,  # attention(..., cu_seqlens_q=, cu_seqlens_k=): impl.kernel.packed
+    "masked_rows": "zeros",  # a query that sees no key: impl.attention.masked_softmax gives it weight 0
 }
 
 __all__ = [

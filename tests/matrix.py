@@ -46,9 +46,15 @@ EVERY_CLAUSE = tuple(c.id for c in spec.load().clauses if c.id != "NUM-DEVICES")
 # a kernel alone (SDPA) is judged by the interface clauses too (issue 19): they must pass, not be "not claimed"
 KERNEL = ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "QKV-ALIGN", "QKV-MASK",
           "API-BATCH", "API-DTYPE", "API-DEVICE", "API-PURE", "API-DETERMINISTIC", "API-QUIET")
-KERNEL_FEATURES = (*KERNEL, "QKV-GQA", "QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI")
+KERNEL_FEATURES = (*KERNEL, "QKV-GQA", "QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI", "QKV-VARLEN", "QKV-DROPOUT",
+                   "QKV-EMPTY-ROWS")
 # the kernel's optional features: an implementation that does not declare them leaves them "not claimed"
-OPTIONAL_KERNEL = ("QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI")
+OPTIONAL_KERNEL = ("QKV-WINDOW", "QKV-SOFTCAP", "QKV-ALIBI", "QKV-VARLEN", "QKV-DROPOUT", "QKV-EMPTY-ROWS")
+# FlexAttention (examples/flex_attention.py): every feature but what its attention() does not take (a mask, packed
+# sequences, dropout)
+FLEX = tuple(c for c in KERNEL_FEATURES if c not in ("QKV-MASK", "QKV-VARLEN", "QKV-DROPOUT"))
+# FlashAttention's interface (examples/flash_attn_port.py): its spelling claims every feature but a mask
+FLASH = tuple(c for c in KERNEL_FEATURES if c not in ("QKV-MASK", "QKV-VARLEN"))
 CORRECT = {
     "reference (impl)": ("impl", EVERY_CLAUSE),
     "numpy example": ("examples/numpy_attention.py",
@@ -64,16 +70,26 @@ CORRECT = {
     "reentrant checkpointing": ("tests.variants.correct.checkpointed", AUTOGRAD),
     "causal-only decoder": ("tests.variants.correct.causal_decoder", ("CAUSAL-MASK", "SYM-EQUIVARIANT",
                                                                        "MH-HEADS", *AUTOGRAD)),
-    # the kernel section: SDPA itself, with no adapter code; a flash-style tiled kernel; the mutants' base
-    "sdpa kernel": ("torch.nn.functional:scaled_dot_product_attention", KERNEL),
+    # the kernel section: SDPA itself, with no adapter code (its signature claims dropout_p and enable_gqa, so
+    # dropout and grouped key/value heads are judged too); a flash-style tiled kernel; the mutants' base
+    "sdpa kernel": ("torch.nn.functional:scaled_dot_product_attention", (*KERNEL, "QKV-GQA", "QKV-DROPOUT")),
     "tiled flash kernel": ("tests.variants.correct.kernel_tiled", (*KERNEL, "QKV-GQA")),
     "kernel steps": ("conformance.teaching.mistakes:Kernel", (*KERNEL, "QKV-GQA")),
     # the optional features, declared, with either causal alignment (issue 19)
     "kernel steps, windows/softcap/alibi": ("conformance.teaching.mistakes:KernelFeatures", KERNEL_FEATURES),
     "kernel steps, bottom-right": ("conformance.teaching.mistakes:KernelBottomRight", KERNEL_FEATURES),
+    # a kernel built from torch's FlexAttention (score_mod, block masks), eager on the CPU
+    "flex attention": ("examples/flex_attention.py", FLEX),
+    # a pure-PyTorch port of flash_attn_func, and of flash_attn_varlen_func: it takes packs only, so every check
+    # reaches it packed (the adapter packs a batch's examples with uniform offsets)
+    "flash_attn_func port": ("examples/flash_attn_port.py:flash_attn_func", FLASH),
+    "flash_attn_varlen_func port": ("examples/flash_attn_port.py:flash_attn_varlen_func", (*FLASH, "QKV-VARLEN")),
 }
 # the JAX example, where jax is installed (tox's py environment has it: pip install -e '.[jax]')
-JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE"))}
+JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE")),
+       # jax's own kernel by name, no adapter code: its spelling claims grouped heads and windows (no masked_rows:
+       # it masks with a large finite negative number, so a query that sees no key is uniform)
+       "jax.nn.dot_product_attention": ("jax.nn:dot_product_attention", (*KERNEL, "QKV-GQA", "QKV-WINDOW"))}
 HAS_JAX = importlib.util.find_spec("jax") is not None
 
 

@@ -132,7 +132,9 @@ def test_sdpa_is_checked_as_it_is(suite):
     assert run.report is not None, run.output
     for clause_id in ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "QKV-MASK"):
         assert run.verdict(clause_id) == "passed", run.output
-    assert run.verdict("QKV-GQA") == "not claimed"  # a bare function declares nothing
+    # its spelling claims what SDPA documents (enable_gqa: grouped heads) and nothing it lacks (windows)
+    assert run.verdict("QKV-GQA") == "passed", run.output
+    assert run.verdict("QKV-WINDOW") == "not claimed"
 
 
 def test_failures_are_remembered_per_implementation(tmp_path):

@@ -3,6 +3,8 @@ oracle against hand-made cases, the adapter's spellings, the capabilities, and t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -121,3 +123,70 @@ def test_feature_mistakes_are_diagnosed(mistake):
 @pytest.mark.parametrize("correct", ["KernelFeatures", "KernelBottomRight"])
 def test_correct_feature_kernels_get_no_diagnosis(correct):
     assert _diagnoses(f"conformance.teaching.mistakes:{correct}") == []
+
+
+# ---------------------------------------------------------------- packed variable-length batches (QKV-VARLEN)
+def test_reference_kernel_attends_each_packed_sequence_alone():
+    import impl
+    from conformance.judge.strategies import cu_seqlens
+
+    q, k, v = _qkv(n_q=7, n_kv=9)
+    starts_q, starts_k = [0, 3, 4, 7], [0, 4, 6, 9]
+    packed, weights = impl.attention(q, k, v, causal=True, cu_seqlens_q=cu_seqlens([3, 1, 3]),
+                                     cu_seqlens_k=cu_seqlens([4, 2, 3]))
+    assert weights is None
+    for q0, q1, k0, k1 in zip(starts_q, starts_q[1:], starts_k, starts_k[1:]):
+        alone, _ = oracle.attention(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], causal=True)
+        torch.testing.assert_close(packed[:, q0:q1], alone)
+
+
+# a packed-only kernel (cu_seqlens_q required, FlashAttention's layout) whose context reads back what it was given:
+# each query's sequence, max_seqlen_q and max_seqlen_k
+PACKED_ONLY = '''
+import torch
+
+def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None, causal=False):
+    assert q.dim() == 3 and cu_seqlens_q.dtype == torch.int32 and isinstance(max_seqlen_k, int)
+    out = torch.zeros(q.shape[0], q.shape[1], 3, dtype=q.dtype)
+    out[..., 0] = torch.bucketize(torch.arange(q.shape[0]), cu_seqlens_q[1:].long(), right=True)[:, None]
+    out[..., 1], out[..., 2] = max_seqlen_q, max_seqlen_k
+    return out
+'''
+
+
+def test_packed_calls_in_flash_attention_layout(tmp_path):
+    from conformance.judge.strategies import cu_seqlens
+
+    path = tmp_path / "varlen.py"
+    path.write_text(PACKED_ONLY)
+    implementation = Implementation.load(str(path), in_process=True)
+    try:
+        assert implementation.packed_only and implementation.claims("varlen")
+        assert not implementation.claims("masks")  # a pack's examples cannot each get their own mask
+        q, k, v = torch.randn(2, 7, 4), torch.randn(2, 9, 4), torch.randn(2, 9, 3)
+        out = implementation.kernel(q, k, v, cu_seqlens_q=cu_seqlens([3, 4]), cu_seqlens_k=cu_seqlens([5, 4]))
+        assert out.context.shape == (2, 7, 3) and out.weights is None  # back in (h, Σ n_q, d_v)
+        assert out.context[1, :, 0].tolist() == [0] * 3 + [1] * 4
+        assert out.context[0, 0, 1:].tolist() == [4, 5]
+        # an ordinary call on a batch of 3: the examples packed with uniform offsets, the context unpacked
+        batched = implementation.kernel(torch.randn(3, 2, 5, 4), torch.randn(3, 2, 6, 4), torch.randn(3, 2, 6, 3))
+        assert batched.context.shape == (3, 2, 5, 3)
+        assert batched.context[:, 1, :, 0].tolist() == [[0] * 5, [1] * 5, [2] * 5]
+        assert batched.context[0, 0, 0, 1:].tolist() == [5, 6]
+    finally:
+        implementation.close()
+
+
+def test_flash_attention_port_plugs_in_both_ways():
+    port = Path(__file__).resolve().parents[1] / "examples" / "flash_attn_port.py"
+    plain = Implementation.load(f"{port}:flash_attn_func")
+    varlen = Implementation.load(f"{port}:flash_attn_varlen_func")
+    try:
+        assert not plain.claims("varlen") and varlen.packed_only and varlen.claims("varlen")
+        q, k, v = _qkv(n_q=5, n_kv=7)
+        one, other = (i.kernel(q, k, v, causal=True, scale=0.5).context for i in (plain, varlen))
+        torch.testing.assert_close(one, other)
+        torch.testing.assert_close(one, oracle.attention(q, k, v, True, scale=0.5, alignment="bottom_right")[0])
+    finally:
+        plain.close()
+        varlen.close()

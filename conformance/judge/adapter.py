@@ -91,6 +91,7 @@ class CallRecord:
 class Signature:
     parameters: tuple[str, ...] | None  # None: not inspectable (builtins), any keyword is assumed taken
     varkw: bool
+    required: tuple[str, ...] = ()  # the parameters without a default (as far as the signature tells)
 
     def accepts(self, name: str) -> bool:
         return self.parameters is None or self.varkw or name in self.parameters
@@ -113,6 +114,8 @@ class Implementation:
         kernel = signatures.get("attention")
         self.spelling, spelled_claims = spelled(kernel.parameters if kernel is not None else None)
         if isinstance(declared, dict) or declared is None:
+            if isinstance(declared, dict) and declared.get("array") == "jax":
+                spelled_claims.pop("dropout", None)  # no global generator to seed: not claimable (capabilities.parse)
             declared = {**spelled_claims, **(declared or {})}
         try:
             self.capabilities: Capabilities = parse_capabilities(declared, self.trials)
@@ -190,8 +193,9 @@ class Implementation:
                            "varlen"):
             return getattr(caps, requirement)
         if requirement == "masks":  # the kernel takes a mask under one of its spellings (FlashAttention's takes none)
-            signature = self.signatures.get("attention")
-            return signature is not None and any(signature.accepts(n) for n in ("mask", "attn_mask", "bias"))
+            signature = self.signatures.get("attention")  # a pack's examples cannot each get their own mask
+            return signature is not None and any(signature.accepts(n) for n in ("mask", "attn_mask", "bias")) \
+                and not self.packed_only
         if requirement == "masked_rows":  # a declared policy for a query that sees no key
             return caps.masked_rows is not None
         if requirement == "weights":
@@ -225,8 +229,9 @@ class Implementation:
             return value.tensor
         raise ImplementationError(f"{function} returned a {_describe(value)}, expected a {array} array")
 
-    def call(self, function: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `function` on the arguments, guarded; returns its result as plain data."""
+    def call(self, function: str, *args: Any, seed: int | None = None, **kwargs: Any) -> Any:
+        """Call `function` on the arguments, guarded; returns its result as plain data. With a seed, the worker
+        seeds the implementation's generator (torch.manual_seed; numpy.random.seed) right before the call."""
         if function in self._hung:
             raise ImplementationError(f"{function} did not return within {self.call_timeout:g} s earlier; not called again")
         labels = [f"argument {i + 1}" for i in range(len(args))] + [f"argument {k!r}" for k in kwargs]
@@ -235,7 +240,7 @@ class Implementation:
         forbidden_before = len(self.forbidden_used)
         start = time.perf_counter()
         try:
-            return self.backend.call(function, list(args), dict(kwargs), self.call_timeout, record, labels)
+            return self.backend.call(function, list(args), dict(kwargs), self.call_timeout, record, labels, seed)
         except WorkerTimeout:
             self._hung.add(function)
             raise ImplementationError(
@@ -284,7 +289,8 @@ class Implementation:
                seed: int | None = None, cu_seqlens_q: Tensor | None = None,
                cu_seqlens_k: Tensor | None = None) -> Attention:
         """Call attention(q, k, v, ...) of the kernel section, under the names its signature uses (the spec's
-        causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone."""
+        causal/mask or SDPA's is_causal/attn_mask); a bare array back is the context alone. A seed seeds the
+        implementation's generator right before the call, for its dropout to draw from (QKV-DROPOUT)."""
         function = "attention"
         batch = q.shape[:-3]
         if window is not None and self.spelling == "JAX":  # local_window_size has no "unbounded": reach past every key
@@ -293,8 +299,10 @@ class Implementation:
         keywords = self.kernel_keywords(causal=causal, mask=self.mask_to_layout(mask, q, k), scale=scale,
                                         grouped=grouped, window=window, softcap=softcap, alibi_slopes=alibi_slopes,
                                         dropout_p=dropout_p)
-        # (dropout: `seed` seeds the implementation's generator before the call; varlen: cu_seqlens_q/_k, packed)
-        result = self.call(function, *self.to_layout(q, k, v), **keywords)
+        if cu_seqlens_q is not None or cu_seqlens_k is not None or self.packed_only:
+            return self._packed(q, k, v, keywords, cu_seqlens_q, cu_seqlens_k, seed=seed)
+        # dropout: `seed` seeds the implementation's generator right before the call (QKV-DROPOUT)
+        result = self.call(function, *self.to_layout(q, k, v), seed=seed, **keywords)
         if not isinstance(result, (tuple, list)):
             return Attention(self.from_layout(self._from_impl(function, result), batch), None)
         if len(result) != 2:
@@ -305,6 +313,62 @@ class Implementation:
         if weights is not None and self.capabilities.layout == "bnhd" and weights.dim() == 4:
             weights = weights.reshape(*batch, *weights.shape[1:])  # (b, h, n_q, n_kv) in every layout
         return Attention(context, weights)
+
+    @property
+    def packed_only(self) -> bool:
+        """Whether the kernel takes packed sequences only: its signature requires cu_seqlens_q, as
+        flash_attn_varlen_func's does. Every ordinary call then reaches it as its batch's examples packed one after
+        another (equal lengths, uniform offsets)."""
+        signature = self.signatures.get("attention")
+        return signature is not None and "cu_seqlens_q" in signature.required
+
+    def packed_arguments(self, q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor | None = None,
+                         cu_seqlens_k: Tensor | None = None) -> tuple[list[Tensor], dict[str, Any]]:
+        """The arguments of a packed call (QKV-VARLEN): q, k, v as the kernel takes a pack, and the offsets by
+        name. With offsets, q is (h, Σ n_q, d_k) and k, v (h_kv, Σ n_kv, d) in the suite's form; without, q
+        (..., h, n_q, d_k) etc. are a batch whose examples are packed in order with uniform offsets. In the bnhd
+        layout a pack is (Σ n, h, d), with no batch axis. The offsets go as int32 on q's device, and
+        max_seqlen_q / max_seqlen_k (Python ints) only where the signature names them."""
+        if cu_seqlens_q is None and cu_seqlens_k is None:
+            count = math.prod(q.shape[:-3])
+            q, k, v = (t.reshape(count, *t.shape[-3:]).transpose(0, 1).reshape(t.shape[-3], -1, t.shape[-1])
+                       for t in (q, k, v))
+            cu_seqlens_q, cu_seqlens_k = (torch.arange(count + 1) * (t.shape[-2] // max(count, 1)) for t in (q, k))
+        if cu_seqlens_q is None or cu_seqlens_k is None:
+            raise ValueError("a packed call takes both cu_seqlens_q and cu_seqlens_k")
+        tensors = [t if self.capabilities.layout == "bhnd" else t.transpose(0, 1).contiguous() for t in (q, k, v)]
+        offsets: dict[str, Any] = {}
+        parameters = self.signatures["attention"].parameters or ()
+        for suffix, cu in (("q", cu_seqlens_q), ("k", cu_seqlens_k)):
+            offsets[f"cu_seqlens_{suffix}"] = cu.to(device=q.device, dtype=torch.int32)
+            if f"max_seqlen_{suffix}" in parameters:
+                offsets[f"max_seqlen_{suffix}"] = int(cu.diff().max()) if cu.numel() > 1 else 0
+        return tensors, offsets
+
+    def _packed(self, q: Tensor, k: Tensor, v: Tensor, keywords: dict[str, Any], cu_seqlens_q: Tensor | None,
+                cu_seqlens_k: Tensor | None, seed: int | None = None) -> Attention:
+        """kernel() on a pack: with offsets, the context (h, Σ n_q, d_v); without (a packed-only kernel's
+        ordinary call), the batch's examples packed and their contexts unpacked to (..., h, n_q, d_v). A pack's
+        weights, if any come back, are not judged (None)."""
+        function = "attention"
+        if any(name in keywords for name in ("mask", "attn_mask", "bias")):
+            raise ValueError("a packed call takes no mask (each sequence is attended alone)")
+        unpack = cu_seqlens_q is None and cu_seqlens_k is None
+        batch, n_q = q.shape[:-3], q.shape[-2]
+        arguments, offsets = self.packed_arguments(q, k, v, cu_seqlens_q, cu_seqlens_k)
+        result = self.call(function, *arguments, seed=seed, **offsets, **keywords)
+        if isinstance(result, (tuple, list)) and len(result) != 2:
+            raise ImplementationError(f"{function} returned a {_describe(result)}, expected the context or a pair "
+                                      f"(context, weights)")
+        context = self._from_impl(function, result[0] if isinstance(result, (tuple, list)) else result)
+        if context.dim() != 3:  # another rank is left for the shape checks
+            return Attention(context, None)
+        if self.capabilities.layout == "bnhd":
+            context = context.transpose(0, 1)
+        if unpack and context.shape[1] == math.prod(batch) * n_q:
+            heads, d_v = context.shape[0], context.shape[-1]
+            context = context.reshape(heads, -1, n_q, d_v).transpose(0, 1).reshape(*batch, heads, n_q, d_v)
+        return Attention(context, None)
 
     # the kernel's declared layout: the suite works in (..., h, n, d); a "bnhd" kernel takes (b, n, h, d), one batch
     # axis, so the suite's batch axes are folded into one (a single example gets a batch of 1) and unfolded after
@@ -573,9 +637,13 @@ class Trials:
         elif function == "cross_attention":
             args = [tensor(n, d, data=True), tensor(n, d, data=True), tensor(d, d), tensor(d, d), tensor(d, d)]
         elif function == "attention":
-            args = self.implementation.to_layout(tensor(h, n, d, data=True), tensor(h, n, d, data=True),
-                                                 tensor(h, n, d, data=True))
+            q, k, v = tensor(h, n, d, data=True), tensor(h, n, d, data=True), tensor(h, n, d, data=True)
             kwargs = self.implementation.kernel_keywords(causal=caps.causal_only)
+            if self.implementation.packed_only:  # flash_attn_varlen_func: the examples as one pack
+                args, offsets = self.implementation.packed_arguments(q, k, v)
+                kwargs.update(offsets)
+            else:
+                args = self.implementation.to_layout(q, k, v)
         elif function == "project":
             args = [tensor(n, d, data=True), tensor(d, d)]
         elif function == "attention_scores":
@@ -621,7 +689,8 @@ class Backend:
         raise NotImplementedError
 
     def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
-             labels: list[str]) -> Any:
+             labels: list[str], seed: int | None = None) -> Any:
+        """Call the implementation's function; a seed seeds its array library's generator right before."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -702,7 +771,9 @@ class RemoteBackend(Backend):
                 raise LoadError(f"{hello.get('name')}: {function} is a {str(info.get('type'))[:40]}, not a function")
             parameters = info.get("parameters")
             parameters = tuple(str(p) for p in parameters) if isinstance(parameters, list) else None
-            signatures[function] = Signature(parameters, bool(info.get("varkw")))
+            required = info.get("required")
+            required = tuple(str(p) for p in required) if isinstance(required, list) else ()
+            signatures[function] = Signature(parameters, bool(info.get("varkw")), required)
         return str(hello.get("name", self.config.target))[:200], declared, signatures
 
     def _exchange(self, document: dict, buffers: list[bytes], timeout: float | None) -> tuple[dict, list[bytes]]:
@@ -715,19 +786,26 @@ class RemoteBackend(Backend):
         self._note(reply)
         return reply, reply_buffers
 
+    def request(self, document: dict, timeout: float | None) -> dict:
+        """One plain-data request that is not a call, and the worker's reply: `python -m conformance.bench`
+        sends {"op": "bench", ...} (conformance/worker/bench.py measures in the implementation's process)."""
+        return self._exchange(document, [], timeout)[0]
+
     def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
-             labels: list[str]) -> Any:
+             labels: list[str], seed: int | None = None) -> Any:
         leaves = wire.tensors([args, kwargs])
         if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
-            return _differentiable_call(self, function, args, kwargs, timeout, record, labels)
-        return self._call(function, args, kwargs, timeout, record, labels)[0]
+            return _differentiable_call(self, function, args, kwargs, timeout, record, labels, seed)
+        return self._call(function, args, kwargs, timeout, record, labels, seed=seed)[0]
 
     def _call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
-              labels: list[str], grad: bool = False) -> tuple[Any, list[bytes]]:
+              labels: list[str], grad: bool = False, seed: int | None = None) -> tuple[Any, list[bytes]]:
         sent, buffers = wire.encode([args, kwargs])
         link = self._link()
         printed = link.printed
         request = {"op": "call", "function": function, "args": sent[0], "kwargs": sent[1]}
+        if seed is not None:
+            request["seed"] = seed
         try:
             reply, reply_buffers = self._exchange(self._quiet(function, request), buffers, timeout)
         finally:
@@ -757,9 +835,12 @@ class RemoteBackend(Backend):
             self.floods[function] = max(counted, self.floods.get(function, 0))
         return max(counted, self.floods.get(function, 0))
 
-    def vjp(self, function: str, args: list, kwargs: dict, cotangents: list, timeout: float | None) -> list:
+    def vjp(self, function: str, args: list, kwargs: dict, cotangents: list, timeout: float | None,
+            seed: int | None = None) -> list:
         sent, buffers = wire.encode([args, kwargs, cotangents])
         request = {"op": "vjp", "function": function, "args": sent[0], "kwargs": sent[1], "cotangents": sent[2]}
+        if seed is not None:  # the recomputed call draws what the forward call drew
+            request["seed"] = seed
         reply, reply_buffers = self._exchange(self._quiet(function, request), buffers, timeout)
         if not reply.get("ok"):
             raise _raised(reply.get("error") or {}, f"backward of {function}")
@@ -831,19 +912,19 @@ class _RemoteCall(torch.autograd.Function):
 
 
 def _differentiable_call(backend: RemoteBackend, function: str, args: list, kwargs: dict, timeout: float | None,
-                         record: CallRecord, labels: list[str]) -> Any:
+                         record: CallRecord, labels: list[str], seed: int | None = None) -> Any:
     leaves = wire.tensors([args, kwargs])
     box: dict[str, Any] = {}
 
     def run(inputs: tuple[Tensor, ...]):
-        result, _ = backend._call(function, args, kwargs, timeout, record, labels, grad=True)
+        result, _ = backend._call(function, args, kwargs, timeout, record, labels, grad=True, seed=seed)
         outputs = wire.tensors(result)
         box["result"] = result
         differentiable = [o.requires_grad for o in outputs]
 
         def backward(cotangents: tuple[Tensor, ...]):
             wanted = [c if d else None for c, d in zip(cotangents, differentiable)]
-            grads = iter(backend.vjp(function, args, kwargs, wanted, timeout))
+            grads = iter(backend.vjp(function, args, kwargs, wanted, timeout, seed))
             result_grads = []
             for leaf in leaves:
                 grad = next(grads, None) if leaf.requires_grad else None
@@ -896,7 +977,9 @@ class LocalBackend(Backend):
             try:
                 parameters = inspect.signature(candidate).parameters
                 signatures[function] = Signature(tuple(parameters),
-                                                 any(p.kind is p.VAR_KEYWORD for p in parameters.values()))
+                                                 any(p.kind is p.VAR_KEYWORD for p in parameters.values()),
+                                                 tuple(name for name, p in parameters.items() if p.default is p.empty
+                                                       and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)))
             except (TypeError, ValueError):
                 signatures[function] = Signature(None, True)
         declared = getattr(self.namespace, "CAPABILITIES", None)
@@ -915,11 +998,16 @@ class LocalBackend(Backend):
         return value
 
     def call(self, function: str, args: list, kwargs: dict, timeout: float | None, record: CallRecord,
-             labels: list[str]) -> Any:
+             labels: list[str], seed: int | None = None) -> Any:
         fn = getattr(self.namespace, function)
         given = args + list(kwargs.values())
         passed = [self._to_impl(v) for v in given]
         stream = _CappedStream()
+        if seed is not None:  # as the worker does (shim.seed_generator); in process, the judge's generator too
+            if self.array == "numpy":
+                np.random.seed(seed % 2**32)
+            elif self.array == "torch":
+                torch.manual_seed(seed)
         try:
             with time_limit(timeout), contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 result = fn(*passed[: len(args)], **dict(zip(kwargs, passed[len(args):])))

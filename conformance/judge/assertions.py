@@ -136,6 +136,21 @@ def assert_exactly_zero(weights: Tensor, where: Tensor, what: str) -> None:
         )
 
 
+def assert_empty_rows(name: str, actual: Tensor, rows: Tensor, policy: str, what: str) -> None:
+    """The rows of `actual` (..., n_q, d) where `rows` (broadcast to (..., n_q)) is True are exactly 0 (policy
+    "zeros") or all NaN ("nan"): what a query that sees no key gets, as the implementation declares."""
+    a = actual.detach().cpu()
+    where = rows.cpu()[..., None].expand(a.shape)
+    wrong = where & (~a.isnan() if policy == "nan" else a != 0)  # NaN != 0: NaN is wrong where zeros are declared
+    if wrong.any():
+        flat = int(wrong.flatten().nonzero()[0])
+        required = "NaN" if policy == "nan" else "exactly 0"
+        fail(
+            f"{name}{_index(flat, a.shape)} is {_value(a.flatten()[flat].item())}; {what} must be {required} "
+            f"(declared masked_rows={policy!r}; {int(wrong.sum())} such elements are not)"
+        )
+
+
 # ------------------------------------------------ checks shared by a clause's tests and its detector
 # A detector (detectors.py) asks whether its clause's property is broken on a case; it answers with the
 # very check the clause's own tests make, so a block is never claimed on a weaker or stronger criterion.

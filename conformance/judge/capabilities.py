@@ -53,10 +53,14 @@ DEFAULTS: dict[str, object] = {
     # where the kernel's axes are: "bhnd" (..., heads, n, d) as SDPA, or "bnhd" (batch, n, heads, d) as
     # FlashAttention and JAX (one batch axis: the suite folds its batch axes into one, and adds it when there is none)
     "layout": "bhnd",
+    # how the peak memory of a call grows with the sequence length n (issue 20): "linear" or "quadratic" at most;
+    # not judged by the suite, checked against the measured exponent by `python -m conformance.bench`
+    "memory": None,
 }
 ALIGNMENTS = ("top_left", "bottom_right")
 LAYOUTS = ("bhnd", "bnhd")
 MASKED_ROWS = ("zeros", "nan")
+MEMORY_GROWTH = {"linear": 1, "quadratic": 2}  # a memory claim and the exponent it bounds
 KERNEL_FEATURES = ("local_window", "softcap", "alibi", "dropout", "varlen")
 
 # The spellings of kernels people ship, recognised by their parameter names (as SDPA's is_causal and
@@ -68,10 +72,11 @@ SPELLINGS: dict[str, tuple[frozenset[str], dict[str, object]]] = {
         "layout": "bnhd", "causal_alignment": "bottom_right", "grouped_kv_heads": True, "returns_weights": False,
         "masked_rows": "zeros"}),
     # jax.nn.dot_product_attention(query, key, value, bias, mask, *, scale, is_causal, local_window_size, ...):
-    # (batch, seq, heads, dim), causal top-left; its softmax runs in float32 whatever the inputs
+    # (batch, seq, heads, dim), causal top-left; its softmax runs in float32 whatever the inputs; value must have
+    # key's shape (d_v = d_k); a query with no key is uniform (a large finite negative, not -inf): no masked_rows
     "JAX": (frozenset({"is_causal", "local_window_size"}), {
         "layout": "bnhd", "grouped_kv_heads": True, "local_window": True, "returns_weights": False,
-        "dtypes": ["float32", "float16", "bfloat16"]}),
+        "equal_head_dims": True, "dtypes": ["float32", "float16", "bfloat16"]}),
     # torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
     # enable_gqa): SDPA's layout, causal top-left
     "SDPA": (frozenset({"attn_mask", "is_causal"}), {"returns_weights": False}),
@@ -134,6 +139,7 @@ class Capabilities:
     varlen: bool = False
     masked_rows: str | None = None
     layout: str = "bhnd"
+    memory: str | None = None
     # the TRIED keys: their declared (or default) values, which of them CAPABILITIES declares, and what finds
     # the others out (None: the defaults stand, as for a bare parse())
     given: Mapping[str, object] = field(default_factory=dict)
@@ -284,6 +290,11 @@ def parse(declared: Mapping[str, object] | None, trier: Trier | None = None) -> 
             f"CAPABILITIES['autograd'] cannot be True for a {array} implementation: gradients are checked "
             "through torch.autograd, so only array='torch' can claim them"
         )
+    if _flag("dropout", values["dropout"]) and array == "jax":
+        raise CapabilityError(
+            "CAPABILITIES['dropout'] cannot be True for a jax implementation: QKV-DROPOUT seeds the array library's "
+            "global generator before each call, and jax has none (jax.random takes its key as an argument)"
+        )
     given = {"dtypes": dtypes, "devices": devices, "batching": _flag("batching", values["batching"]), "autograd": autograd}
     # "devices": None is the default spelled out, not a declaration
     declared_keys = frozenset(k for k in TRIED if k in declared and not (k == "devices" and declared[k] is None))
@@ -301,6 +312,8 @@ def parse(declared: Mapping[str, object] | None, trier: Trier | None = None) -> 
                             "what a query that sees no key gets: all zeros, or all NaN (as declared)", optional=True),
         layout=_choice("layout", values["layout"], LAYOUTS,
                        "(..., heads, n, d) as SDPA, or (batch, n, heads, d) as FlashAttention and JAX"),
+        memory=_choice("memory", values["memory"], tuple(MEMORY_GROWTH),
+                       "how the peak memory of a call grows with the sequence length at most", optional=True),
         given=given,
         declared=declared_keys,
         trier=trier,

@@ -323,6 +323,10 @@ class KernelCase(BaseCase):
     window: tuple[int, int] | None = None  # (left, right), -1 unbounded
     softcap: float | None = None
     alibi: tuple[float, ...] | None = None  # slopes; the first `heads` are passed, one per query head
+    # dropout_p (None: not passed) and the seed of the generator before the call; expected() stays the
+    # dropout-free reference, which is what a draw with p > 0 equals only on average (QKV-DROPOUT)
+    dropout_p: float | None = None
+    seed: int | None = None
     _memo: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -345,14 +349,19 @@ class KernelCase(BaseCase):
         """The optional features of this call in words ('' for none)."""
         parts = [f"window={self.window}" if self.window is not None else "",
                  f"softcap={self.softcap:g}" if self.softcap is not None else "",
-                 f"alibi_slopes={[round(x, 4) for x in self.alibi[: self.problem.heads]]}" if self.alibi else ""]
+                 f"alibi_slopes={[round(x, 4) for x in self.alibi[: self.problem.heads]]}" if self.alibi else "",
+                 f"dropout_p={self.dropout_p:g} (seed {self.seed})" if self.dropout_p is not None else ""]
         return ", ".join(p for p in parts if p)
 
     def empty_rows(self) -> torch.Tensor | None:
-        """(n_q,) True for the queries that see no key at all (causal bottom-right with n_q > n_kv, a window
-        past the keys): their outputs are not judged (the fully-masked-row policy is a clause of its own)."""
+        """(n_q,), or (..., h, n_q) under a boolean mask, True for the queries that see no key at all (causal
+        bottom-right with n_q > n_kv, a window past the keys, a mask row all False): their outputs are not
+        judged (the fully-masked-row policy is a clause of its own, QKV-EMPTY-ROWS)."""
         p = self.problem
         keep = oracle.visible(p.n_q, p.n_kv, self.causal, self.window, self.alignment, torch.device("cpu"))
+        mask = self.mask
+        if mask is not None and mask.dtype == torch.bool:
+            keep = mask.cpu() if keep is None else mask.cpu() & keep
         if keep is None:
             return None
         empty = ~keep.any(dim=-1)
@@ -375,7 +384,7 @@ class KernelCase(BaseCase):
         i = self.inputs
         return self.implementation.kernel(i.q, i.k, i.v, causal=self.causal, mask=i.mask, scale=self.scale,
                                           grouped=self.grouped, window=self.window, softcap=self.softcap,
-                                          alibi_slopes=self.slopes)
+                                          alibi_slopes=self.slopes, dropout_p=self.dropout_p, seed=self.seed)
 
     def run(self) -> Attention:  # BaseCase.run, with this call's result type
         return super().run()
@@ -390,8 +399,8 @@ class KernelCase(BaseCase):
         empty = self.empty_rows()
         if empty is not None:  # rows with no visible key are not judged here: zero on both sides
             empty = empty.to(out.context.device)
-            out = Attention(out.context.masked_fill(empty[:, None], 0),
-                            None if out.weights is None else out.weights.masked_fill(empty[:, None], 0))
+            out = Attention(out.context.masked_fill(empty[..., None], 0),
+                            None if out.weights is None else out.weights.masked_fill(empty[..., None], 0))
         return out
 
     def expected(self) -> Outputs:
@@ -428,10 +437,10 @@ class KernelCase(BaseCase):
         )
 
     def plain(self) -> KernelCase:
-        """The same q, k, v with neither mask, causal nor scale, and every query head's own key/value head."""
+        """The same q, k, v with neither mask, causal, scale nor dropout, and every query head's own key/value head."""
         group = self.problem.heads // self.problem.kv_heads
         twin = replace(self, problem=replace(self.problem, kv_heads=self.problem.heads), causal=False, scale=None,
-                       masked=False, window=None, softcap=None, alibi=None, _memo={})
+                       masked=False, window=None, softcap=None, alibi=None, dropout_p=None, seed=None, _memo={})
         i = self.inputs
         twin.__dict__["inputs"] = KernelInputs(i.q, i.k.repeat_interleave(group, dim=-3),
                                                i.v.repeat_interleave(group, dim=-3), None)
@@ -450,6 +459,13 @@ class KernelCase(BaseCase):
         q = i.q[..., rows, :]
         twin = replace(self, problem=replace(self.problem, n_q=q.shape[-2]), masked=False, _memo={})
         twin.__dict__["inputs"] = KernelInputs(q, i.k, i.v, None)
+        return twin
+
+    def with_mask(self, mask: torch.Tensor) -> KernelCase:
+        """The same q, k, v under another mask (of a shape the problem's mask broadcasts like)."""
+        i = self.inputs
+        twin = replace(self, masked=True, _memo={})
+        twin.__dict__["inputs"] = KernelInputs(i.q, i.k, i.v, mask)
         return twin
 
 
@@ -516,9 +532,11 @@ class Cases:
 
     def kernel(self, problem: KernelProblem, dtype: str | None = None, causal: bool = False,
                scale: float | None = None, masked: bool = True, window: tuple[int, int] | None = None,
-               softcap: float | None = None, alibi: tuple[float, ...] | None = None) -> KernelCase:
+               softcap: float | None = None, alibi: tuple[float, ...] | None = None,
+               dropout_p: float | None = None, seed: int | None = None) -> KernelCase:
         return KernelCase(self.implementation, problem, dtype or self.dtype, self.device, causal=causal, scale=scale,
-                          masked=masked, clause=self.clause, window=window, softcap=softcap, alibi=alibi)
+                          masked=masked, clause=self.clause, window=window, softcap=softcap, alibi=alibi,
+                          dropout_p=dropout_p, seed=seed)
 
     def step(self, problem: ScoresProblem, dtype: str | None = None) -> StepCase:
         return StepCase(self.implementation, problem, dtype or self.dtype, self.device, clause=self.clause)

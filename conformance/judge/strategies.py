@@ -377,3 +377,69 @@ def alignment_problem(n_q: int, n_kv: int, heads: int = 2, seed: int = 19) -> Ke
 
 # n_q = 1 < n_kv (one decoding step), n_q < n_kv (a chunk of new queries), n_q > n_kv, n_kv = 1
 ALIGNMENT_CASES = ((1, 9), (3, 9), (9, 3), (4, 1))
+
+# dropout (QKV-DROPOUT) is judged on a mean over draws: a missing 1/(1 - p) shifts the mean by p·‖context‖, which
+# stands out of the Hoeffding bound only over enough query rows (heads × n_q); with this many and 128 draws it
+# does on every edge problem simulated in tests/test_dropout_bound.py (by 2.3× the bound at least)
+DROPOUT_ROWS = 32
+
+
+@st.composite
+def dropout_problems(draw: st.DrawFn) -> KernelProblem:
+    """Unmasked q, k, v of 1-4 heads with heads × n_q ≥ DROPOUT_ROWS query rows and 4-40 keys, d_k and d_v
+    drawn apart, magnitudes from nearly uniform weights (0.25) to peaked ones (2.0)."""
+    heads = draw(st.integers(1, 4))
+    n_q = draw(st.integers(max(4, -(-DROPOUT_ROWS // heads)), 40))
+    return KernelProblem(batch=(), heads=heads, kv_heads=heads, n_q=n_q, n_kv=draw(st.integers(4, 40)),
+                         d_k=draw(st.integers(1, 32)), d_v=draw(st.integers(2, 32)),
+                         magnitude=draw(st.sampled_from(MAGNITUDES[:3])), mask="none", mask_shape="full",
+                         seed=draw(st.integers(0, 2**32 - 1)))
+
+
+# ---------------------------------------------------------------- packed variable-length batches (QKV-VARLEN)
+MAX_PACKED_SEQUENCES = 4
+# short lengths (1 included) and lengths around the first tile edges: a pack of a few crosses 64 and 128
+PACKED_LENGTHS = (1, 2, 3, 5, 15, 16, 17, 31, 32, 33)
+
+
+@dataclass(frozen=True)
+class PackedProblem:
+    """Sequences of different lengths packed one after another along the token axis (FlashAttention's varlen
+    layout, cu_seqlens). Each sequence is a KernelProblem of its own (no batch axis, its own seed), so that the
+    same sequence can also be attended alone."""
+
+    heads: int
+    lengths: tuple[tuple[int, int], ...]  # (n_q, n_kv) of each sequence, in packing order
+    d_k: int
+    d_v: int
+    magnitude: float
+    seed: int
+
+    def sequences(self) -> list[KernelProblem]:
+        return [KernelProblem(batch=(), heads=self.heads, kv_heads=self.heads, n_q=n_q, n_kv=n_kv, d_k=self.d_k,
+                              d_v=self.d_v, magnitude=self.magnitude, mask="none", mask_shape="shared",
+                              seed=(self.seed + 7919 * s) % 2**32)
+                for s, (n_q, n_kv) in enumerate(self.lengths)]
+
+
+def cu_seqlens(lengths: list[int] | tuple[int, ...]) -> Tensor:
+    """The offsets of sequences of these lengths packed in order: int32 (count + 1,), 0 then the running totals."""
+    return torch.tensor([0, *lengths], dtype=torch.int64).cumsum(0).to(torch.int32)
+
+
+@st.composite
+def packed_problems(draw: st.DrawFn, min_sequences: int = 1) -> PackedProblem:
+    """min_sequences-4 sequences, query and key lengths drawn apart (length 1 and n_q ≠ n_kv included), 1-4 heads,
+    d_k and d_v drawn apart; heads × Σ n_q·n_kv within WORK_BUDGET."""
+    length = st.one_of(st.sampled_from(PACKED_LENGTHS), st.integers(1, 40))
+    count = draw(st.integers(min_sequences, MAX_PACKED_SEQUENCES))
+    lengths = tuple((draw(length), draw(length)) for _ in range(count))
+    room = max(1, WORK_BUDGET // sum(n_q * n_kv for n_q, n_kv in lengths))
+    return PackedProblem(
+        heads=draw(st.integers(1, max(1, min(4, room)))),
+        lengths=lengths,
+        d_k=draw(st.integers(1, 32)),
+        d_v=draw(st.integers(1, 32)),
+        magnitude=draw(st.sampled_from(MAGNITUDES[:3])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )

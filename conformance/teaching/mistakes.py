@@ -695,10 +695,38 @@ class Kernel:
     def biased(self, scores: Tensor, factor: float, bias: Tensor) -> Tensor:
         return scores * factor + bias
 
+    def hide(self, scaled: Tensor, allowed: Tensor) -> Tensor:
+        """The keys a query may not see get −∞: weight exactly 0, and a row with none left is all −∞."""
+        return scaled.masked_fill(~allowed, float("-inf"))
+
+    def softmax(self, scaled: Tensor) -> Tensor:
+        """softmax over the keys; a query that sees no key (a row all −∞, NaN in torch) gets weight 0."""
+        return torch.softmax(scaled, dim=-1).nan_to_num(0.0)
+
+    def dropout(self, weights: Tensor, p: float) -> Tensor:
+        """Each weight kept with probability 1 - p (torch's global generator, which the caller seeds) and
+        scaled by 1/(1 - p): the expected weights are the dropout-free ones."""
+        keep = torch.bernoulli(torch.full(weights.shape, 1 - p, dtype=torch.float64, device=weights.device))
+        return weights * keep.to(weights.dtype) / (1 - p)
+
+    def packed_keys(self, s: int, cu_seqlens_k: Tensor) -> slice:
+        """The packed keys the queries of sequence s may see: its own, cu_seqlens_k[s] .. cu_seqlens_k[s+1] - 1."""
+        return slice(int(cu_seqlens_k[s]), int(cu_seqlens_k[s + 1]))
+
+    def packed(self, q, k, v, cu_seqlens_q, cu_seqlens_k, **options) -> Tensor:
+        """Sequences packed along the token axis, (h, Σ n, d): each one's queries attended alone over the keys
+        packed_keys gives them (causal and positions count from those keys' start); the contexts concatenated."""
+        contexts = []
+        for s in range(len(cu_seqlens_q) - 1):
+            rows, keys = slice(int(cu_seqlens_q[s]), int(cu_seqlens_q[s + 1])), self.packed_keys(s, cu_seqlens_k)
+            contexts.append(self.attention(q[..., rows, :], k[..., keys, :], v[..., keys, :], **options)[0])
+        return torch.cat(contexts, dim=-2)
+
     def attention(self, q, k, v, causal: bool = False, mask=None, scale=None, window=None, softcap=None,
                   alibi_slopes=None, dropout_p=0.0, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple[Tensor, Tensor]:
-        if cu_seqlens_q is not None or cu_seqlens_k is not None:
-            raise NotImplementedError("packed sequences (cu_seqlens): issue 19, in progress")
+        if cu_seqlens_q is not None or cu_seqlens_k is not None:  # no weights for a pack
+            return self.packed(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, window=window,
+                               softcap=softcap, alibi_slopes=alibi_slopes, dropout_p=dropout_p), None
         group = q.shape[-3] // k.shape[-3]
         keys, values = self.expand(k, group), self.expand(v, group)
         scores = q @ keys.transpose(-2, -1)
@@ -720,17 +748,19 @@ class Kernel:
             inside = self.in_window(n_q, n_kv, window, q.device)
             allowed = inside if allowed is None else allowed & inside
         if allowed is not None:
-            scaled = scaled.masked_fill(~allowed, float("-inf"))
-        weights = torch.softmax(scaled, dim=-1).nan_to_num(0.0)  # a query that sees no key: weight 0
+            scaled = self.hide(scaled, allowed)
+        weights = self.softmax(scaled)
         if dropout_p:
-            raise NotImplementedError("dropout: issue 19, in progress")
+            weights = self.dropout(weights, dropout_p)  # the weights returned are the ones applied
         return weights @ values, weights
 
 
 class KernelFeatures(Kernel):
-    """Correct, declaring the optional features it has always had: local windows, softcapping, ALiBi."""
+    """Correct, declaring the optional features it has always had: local windows, softcapping, ALiBi, packed
+    variable-length batches, dropout, and zeros for a query that sees no key."""
 
-    CAPABILITIES = {**Kernel.CAPABILITIES, "local_window": True, "softcap": True, "alibi": True}
+    CAPABILITIES = {**Kernel.CAPABILITIES, "local_window": True, "softcap": True, "alibi": True, "varlen": True,
+                    "dropout": True, "masked_rows": "zeros"}
 
 
 class KernelBottomRight(KernelFeatures):
@@ -803,6 +833,69 @@ class KernelAlibiWrongSign(KernelFeatures):
 
     def alibi(self, slopes, n_q, n_kv):
         return -super().alibi(slopes, n_q, n_kv)
+
+
+class KernelEmptyRowsUniform(KernelFeatures):
+    """Hidden keys get a large finite negative number instead of −∞ (as jax.nn.dot_product_attention masks):
+    every other row is right, but a query that sees no key spreads its weight evenly over all the keys."""
+
+    catches = ("QKV-EMPTY-ROWS",)
+
+    def hide(self, scaled, allowed):
+        # 0.7 of the largest finite value: finite in every dtype, and no overflow when the row maximum is taken off
+        return scaled.masked_fill(~allowed, -0.7 * torch.finfo(scaled.dtype).max)
+
+
+class KernelEmptyRowsNaN(KernelFeatures):
+    """The kernel declares zeros for a query that sees no key but returns softmax over nothing as it comes:
+    NaN in its weights and context rows."""
+
+    catches = ("QKV-EMPTY-ROWS",)
+
+    def softmax(self, scaled):
+        return torch.softmax(scaled, dim=-1)
+
+
+class KernelDropoutNoRescale(KernelFeatures):
+    """Dropout zeroes weights with probability p but does not scale the kept ones by 1/(1 - p): on average the
+    context shrinks to (1 - p) times the dropout-free one."""
+
+    catches = ("QKV-DROPOUT",)
+
+    def dropout(self, weights, p):
+        keep = torch.bernoulli(torch.full(weights.shape, 1 - p, dtype=torch.float64, device=weights.device))
+        return weights * keep.to(weights.dtype)
+
+
+class KernelDropoutKeepsP(KernelFeatures):
+    """Dropout keeps each weight with probability p instead of 1 - p (bernoulli(p) read as the keep mask), then
+    scales by 1/(1 - p): on average the context is p/(1 - p) times the dropout-free one."""
+
+    catches = ("QKV-DROPOUT",)
+
+    def dropout(self, weights, p):
+        keep = torch.bernoulli(torch.full(weights.shape, p, dtype=torch.float64, device=weights.device))
+        return weights * keep.to(weights.dtype) / (1 - p)
+
+
+class KernelVarlenLeaks(KernelFeatures):
+    """Packed sequences are not cut at their start: the queries of sequence s also see every earlier sequence's
+    keys (one causal mask over the whole pack instead of one per sequence)."""
+
+    catches = ("QKV-VARLEN",)
+
+    def packed_keys(self, s, cu_seqlens_k):
+        return slice(0, int(cu_seqlens_k[s + 1]))
+
+
+class KernelVarlenOffsetsOffByOne(KernelFeatures):
+    """cu_seqlens_k[s + 1] is read as sequence s's last key instead of one past it: each sequence's queries
+    also see the next sequence's first key."""
+
+    catches = ("QKV-VARLEN",)
+
+    def packed_keys(self, s, cu_seqlens_k):
+        return slice(int(cu_seqlens_k[s]), int(cu_seqlens_k[s + 1]) + 1)
 
 
 class KernelMaskTrueHides(Kernel):

@@ -1,0 +1,3 @@
+from conformance.bench.cli import main
+
+raise SystemExit(main())
