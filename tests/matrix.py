@@ -91,6 +91,11 @@ JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-
        # it masks with a large finite negative number, so a query that sees no key is uniform)
        "jax.nn.dot_product_attention": ("jax.nn:dot_product_attention", (*KERNEL, "QKV-GQA", "QKV-WINDOW"))}
 HAS_JAX = importlib.util.find_spec("jax") is not None
+# on a CUDA machine, each SDPA backend pinned on its own (tests/variants/correct/sdpa_backends.py): they must
+# compute attention, causal and scaled as SDPA documents, in the dtypes each declares
+SDPA_BACKENDS = {f"sdpa {name} backend (cuda)": (f"tests.variants.correct.sdpa_backends:{name}",
+                                                 ("QKV-ATTEND", "QKV-SCALE", "QKV-CAUSAL", "API-DTYPE"))
+                 for name in ("flash", "efficient", "cudnn", "math")}
 
 
 @dataclass
@@ -144,7 +149,7 @@ FUNCTION_MUTANTS = {
 
 
 def entries() -> list[Entry]:
-    correct = {**CORRECT, **(JAX if HAS_JAX else {})}
+    correct = {**CORRECT, **(JAX if HAS_JAX else {}), **(SDPA_BACKENDS if torch.cuda.is_available() else {})}
     result = [Entry(name, target, (), required) for name, (target, required) in correct.items()]
     for mutant in mistakes.MISTAKES:
         result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches),

@@ -114,7 +114,8 @@ def _diagnoses(target: str):
 
 
 @pytest.mark.parametrize("mistake", ["KernelWindowOffByOne", "KernelSoftcapBeforeScale", "KernelAlibiWrongSign",
-                                     "KernelCausalTopLeft"])
+                                     "KernelCausalTopLeft", "KernelVarlenLeaks", "KernelVarlenOffsetsOffByOne",
+                                     "KernelEmptyRowsUniform", "KernelEmptyRowsNaN"])
 def test_feature_mistakes_are_diagnosed(mistake):
     found = _diagnoses(f"conformance.teaching.mistakes:{mistake}")
     assert [d.title for d in found if d.kind == "mistake"] == [mistake], found

@@ -30,6 +30,7 @@ class Probe:
     function: str
     args: tuple
     kwargs: dict
+    needs: tuple[str, ...] = ()  # what a kernel must declare to be asked it (see _claimed)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,21 @@ def _kernel_probes(x: Tensor, x_kv: Tensor, heads: tuple[Tensor, Tensor, Tensor]
         Probe("kernel, window (2, 0)", "attention", (q, k, v), {"window": (2, 0)}),
         Probe("kernel, softcap 2", "attention", (q, k, v), {"softcap": 2.0}),
         Probe("kernel, ALiBi", "attention", (q, k, v), {"alibi_slopes": torch.tensor([0.5, 0.25, 0.125])}),
+        # query 0 sees no key: asked only of a kernel that declares such a row is zeros (QKV-EMPTY-ROWS)
+        Probe("kernel, a query that sees no key", "attention", (q, k, v), {"mask": keep & (torch.arange(6) > 0)[:, None]},
+              needs=("masks", "masked_rows:zeros")),
+        # two sequences packed (2 and 4 queries over 3 and 5 keys): each attended alone (QKV-VARLEN)
+        Probe("kernel, packed sequences", "attention", (q, k, v),
+              {"cu_seqlens_q": torch.tensor([0, 2, 6]), "cu_seqlens_k": torch.tensor([0, 3, 8])},
+              needs=("varlen",)),
     ]
+
+
+def _claimed(implementation, requirement: str) -> bool:
+    """Implementation.claims, and 'masked_rows:zeros' for a declared row policy of zeros."""
+    if requirement == "masked_rows:zeros":
+        return implementation.capabilities.masked_rows == "zeros"
+    return implementation.claims(requirement)
 
 
 # a probe keyword -> the capability a kernel declares to be asked it
@@ -216,7 +231,17 @@ def _as_declared(implementation, probe: Probe) -> Probe | None:
             return None
         if any(key in _FEATURE_OF and not implementation.claims(_FEATURE_OF[key]) for key in probe.kwargs):
             return None
-        return replace(probe, kwargs=implementation.kernel_keywords(**probe.kwargs, grouped=grouped))
+        if not all(_claimed(implementation, requirement) for requirement in probe.needs):
+            return None
+        options = {key: value for key, value in probe.kwargs.items() if not key.startswith("cu_seqlens")}
+        keywords = implementation.kernel_keywords(**options, grouped=grouped)
+        if "cu_seqlens_q" in probe.kwargs:  # a pack, as the kernel takes one (offsets, max_seqlen where named)
+            tensors, offsets = implementation.packed_arguments(*probe.args, probe.kwargs["cu_seqlens_q"],
+                                                               probe.kwargs["cu_seqlens_k"])
+            return replace(probe, args=tuple(tensors), kwargs={**keywords, **offsets})
+        if implementation.packed_only:
+            return None  # every other probe is a single example: not asked of a kernel that takes packs only
+        return replace(probe, kwargs=keywords)
     if not implementation.capabilities.causal_only or probe.function not in ATTENTION_FUNCTIONS:
         return probe
     if not probe.kwargs.get("causal"):
@@ -259,7 +284,9 @@ def diagnose(implementation) -> list[Diagnosis]:
         if got is None:
             continue
         # a submission that declares returns_weights=False answers (context, None): judge the context alone
-        keep = _drop_weights if _returns_no_weights(got) else (lambda value: value)
+        # a pack returns no weights (QKV-VARLEN): its context alone is compared
+        packed = "cu_seqlens_q" in probe.kwargs
+        keep = _drop_weights if packed or _returns_no_weights(got) else (lambda value: value)
         correct = kernel if probe.function == "attention" else pipeline
         expected = keep(_reference_call(correct, probe))
         explained = False
