@@ -878,6 +878,19 @@ class KernelDropoutKeepsP(KernelFeatures):
         return weights * keep.to(weights.dtype) / (1 - p)
 
 
+class KernelDropoutOnValues(KernelFeatures):
+    """Dropout drops the entries of v one by one (and rescales them) instead of the weights, returning no weights:
+    on average the context is right, but one weight is kept for some of v's columns and dropped for others."""
+
+    CAPABILITIES = {**KernelFeatures.CAPABILITIES, "returns_weights": False}
+    catches = ("QKV-DROPOUT",)
+
+    def attention(self, q, k, v, *args, dropout_p=0.0, **kwargs):
+        if dropout_p:
+            v = self.dropout(v, dropout_p)
+        return super().attention(q, k, v, *args, **kwargs)[0], None
+
+
 class KernelVarlenLeaks(KernelFeatures):
     """Packed sequences are not cut at their start: the queries of sequence s also see every earlier sequence's
     keys (one causal mask over the whole pack instead of one per sequence)."""

@@ -4,7 +4,7 @@ and scales it by 1/(1 − p), drawing from its array library's generator, which 
 Judged as the clause says: p = 0 is plain attention; the same seed gives the same result bit for bit; another
 seed another result; the mean of S draws (S copies of q, k, v in one batch, or S seeded calls without batching)
 lies within the Hoeffding bound of the dropout-free context (conformance/judge/dropout.py); returned weights are
-each 0 or w/(1 − p), and the ones applied to v."""
+each 0 or w/(1 − p), and the ones applied to v; one keep per weight, shared by all of v's columns."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def _judge_draws(call: KernelCase, p: float) -> None:
                  f"{count} weights each matter)")
     if out.weights is not None:
         _judge_weights(out, weights, values, p, where, allowed_context, allowed_weights)
+    _judge_one_keep_per_weight(call, p, allowed_context)
 
     if batched:
         mean, samples = out.context.detach().to("cpu", torch.float64).mean(dim=0), DRAWS
@@ -131,6 +132,22 @@ def _judge_weights(out: Attention, weights: torch.Tensor, values: torch.Tensor, 
     assert_agree("attention context", out.context, applied, allowed,
                  f"with {where} the context must be the returned weights times v: the weights returned are the "
                  f"ones applied")
+
+
+def _judge_one_keep_per_weight(call: KernelCase, p: float, allowed_context: Expected) -> None:
+    """A weight is dropped or kept for all of v's columns at once: with v's columns given twice, (v | v), the two
+    halves of the context are the same draw, equal within rounding. Dropping v's entries, or the context's, one
+    by one leaves the mean unbiased (the mean check cannot see it) but splits the halves."""
+    i = call.inputs
+    twin = replace(call, problem=replace(call.problem, d_v=2 * call.problem.d_v), _memo={})
+    twin.__dict__["inputs"] = KernelInputs(i.q, i.k, torch.cat([i.v, i.v], dim=-1), None)
+    context = twin.run_checked().context.detach().to("cpu", torch.float64)
+    d_v = call.problem.d_v
+    # each half is within the allowance of the same exact draw
+    assert_agree("attention context", context[..., d_v:], context[..., :d_v], 2 * allowed_context.allowed,
+                 f"with dropout_p={p:g}, seed {twin.seed}, and v's {d_v} columns given twice (v | v), the context's "
+                 f"two halves must be equal: a dropped weight is dropped for every column of v at once (one keep "
+                 f"per query and key), not v's entries or the context's one by one")
 
 
 def _identical(a: Attention, b: Attention) -> bool:
