@@ -1,7 +1,7 @@
 """The mutation matrix: every correct variant must pass, every mutant must be rejected by the clause it names
 and fail nothing it does not break.
 
-    python -m tests.matrix [--jobs N] [--profile fast] [--only NAME ...] [--json PATH]
+    python -m tests.matrix [--jobs N] [--profile fast] [--only NAME ...] [--slow] [--json PATH]
 
 Each implementation is checked by its own judge, with the arguments `python -m conformance` passes to
 pytest, through the public plug-in path, as a user would run it; the judges are forked from this warm
@@ -86,10 +86,12 @@ CORRECT = {
     "flash_attn_varlen_func port": ("examples/flash_attn_port.py:flash_attn_varlen_func", (*FLASH, "QKV-VARLEN")),
 }
 # the JAX example, where jax is installed (tox's py environment has it: pip install -e '.[jax]')
-JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE")),
-       # jax's own kernel by name, no adapter code: its spelling claims grouped heads and windows (no masked_rows:
-       # it masks with a large finite negative number, so a query that sees no key is uniform)
-       "jax.nn.dot_product_attention": ("jax.nn:dot_product_attention", (*KERNEL, "QKV-GQA", "QKV-WINDOW"))}
+JAX = {"jax example": ("examples/jax_attention.py", ("GOLD-TOKENS", "MASK-EMPTY-ROW", "API-DTYPE"))}
+# run with --slow (tox -e matrix, tox -e jax), not in CI's matrix: jax's own kernel by name, no adapter code, its
+# spelling claiming grouped heads and windows (no masked_rows: it masks with a large finite negative number, so a
+# query that sees no key is uniform). It runs op by op and XLA compiles every op for every new shape: about two
+# minutes, half of CI's matrix; CI checks its spelling on the core clauses (tests/test_jax.py)
+SLOW = {"jax.nn.dot_product_attention": ("jax.nn:dot_product_attention", (*KERNEL, "QKV-GQA", "QKV-WINDOW"))}
 HAS_JAX = importlib.util.find_spec("jax") is not None
 # on a CUDA machine, each SDPA backend pinned on its own (tests/variants/correct/sdpa_backends.py): they must
 # compute attention, causal and scaled as SDPA documents, in the dtypes each declares
@@ -148,8 +150,9 @@ FUNCTION_MUTANTS = {
 }
 
 
-def entries() -> list[Entry]:
-    correct = {**CORRECT, **(JAX if HAS_JAX else {}), **(SDPA_BACKENDS if torch.cuda.is_available() else {})}
+def entries(slow: bool = False) -> list[Entry]:
+    correct = {**CORRECT, **(JAX if HAS_JAX else {}), **(SLOW if slow and HAS_JAX else {}),
+               **(SDPA_BACKENDS if torch.cuda.is_available() else {})}
     result = [Entry(name, target, (), required) for name, (target, required) in correct.items()]
     for mutant in mistakes.MISTAKES:
         result.append(Entry(mutant.__name__, f"conformance.teaching.mistakes:{mutant.__name__}", tuple(mutant.catches),
@@ -216,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="fast", help="hypothesis profile (default fast: derandomized, no shrinking)")
     parser.add_argument("--only", nargs="*", default=None, help="names of the variants or mutants to run")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--slow", action="store_true", help="also the slow entries (jax.nn.dot_product_attention)")
     args = parser.parse_args(argv)
-    selected = [e for e in entries() if args.only is None or e.name in args.only]
+    selected = [e for e in entries(args.slow or bool(args.only)) if args.only is None or e.name in args.only]
     if not selected:
         parser.error(f"no variant or mutant named {args.only}")
     if 2 * args.jobs > (os.cpu_count() or 1):  # runs sharing the CPUs sleep while their worker computes
