@@ -22,7 +22,7 @@ def test_each_spelling_claims_what_its_interface_documents():
     name, flash = spelled(FLASH_PARAMETERS)
     assert name == "FlashAttention"
     assert flash["layout"] == "bnhd" and flash["causal_alignment"] == "bottom_right"
-    assert flash["masked_rows"] == "zeros" and flash["grouped_kv_heads"]
+    assert flash["masked_rows"] == "zeros" and flash["grouped_kv_heads"] and flash["equal_head_dims"]
     assert all(flash[key] for key in ("local_window", "softcap", "alibi", "dropout"))
     # an older FlashAttention (no softcap, no window) claims only what its parameters show
     assert "softcap" not in spelled(["q", "k", "v", "dropout_p", "softmax_scale", "causal"])[1]

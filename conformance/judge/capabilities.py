@@ -67,10 +67,11 @@ KERNEL_FEATURES = ("local_window", "softcap", "alibi", "dropout", "varlen")
 # attn_mask are): what their documented interface does is what they claim unless CAPABILITIES says otherwise.
 SPELLINGS: dict[str, tuple[frozenset[str], dict[str, object]]] = {
     # flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...):
-    # (batch, seq, heads, dim), causal aligned bottom-right, K/V heads dividing Q heads, a query with no key -> 0
+    # (batch, seq, heads, headdim) for q, k and v alike (d_v = d_k), causal aligned bottom-right, K/V heads dividing
+    # Q heads, a query with no key -> 0
     "FlashAttention": (frozenset({"softmax_scale", "causal"}), {
         "layout": "bnhd", "causal_alignment": "bottom_right", "grouped_kv_heads": True, "returns_weights": False,
-        "masked_rows": "zeros"}),
+        "masked_rows": "zeros", "equal_head_dims": True}),
     # jax.nn.dot_product_attention(query, key, value, bias, mask, *, scale, is_causal, local_window_size, ...):
     # (batch, seq, heads, dim), causal top-left; its softmax runs in float32 whatever the inputs; value must have
     # key's shape (d_v = d_k); a query with no key is uniform (a large finite negative, not -inf): no masked_rows

@@ -4,7 +4,8 @@ and scales it by 1/(1 − p), drawing from its array library's generator, which 
 Judged as the clause says: p = 0 is plain attention; the same seed gives the same result bit for bit; another
 seed another result; the mean of S draws (S copies of q, k, v in one batch, or S seeded calls without batching)
 lies within the Hoeffding bound of the dropout-free context (conformance/judge/dropout.py); returned weights are
-each 0 or w/(1 − p), and the ones applied to v; one keep per weight, shared by all of v's columns."""
+each 0 or w/(1 − p), and the ones applied to v; one keep per weight, shared by all of v's columns (v's
+columns equal in pairs give equal pairs of context columns)."""
 
 from __future__ import annotations
 
@@ -135,19 +136,26 @@ def _judge_weights(out: Attention, weights: torch.Tensor, values: torch.Tensor, 
 
 
 def _judge_one_keep_per_weight(call: KernelCase, p: float, allowed_context: Expected) -> None:
-    """A weight is dropped or kept for all of v's columns at once: with v's columns given twice, (v | v), the two
-    halves of the context are the same draw, equal within rounding. Dropping v's entries, or the context's, one
-    by one leaves the mean unbiased (the mean check cannot see it) but splits the halves."""
+    """A weight is dropped or kept for all of v's columns at once: with v's columns made equal in pairs (column
+    2c + 1 a copy of column 2c; the shapes unchanged, so a kernel that takes d_v = d_k only is asked nothing
+    new), the paired columns of the context are the same draw, equal within rounding. Dropping v's entries, or
+    the context's, one by one leaves the mean unbiased (the mean check cannot see it) but splits the pairs."""
     i = call.inputs
-    twin = replace(call, problem=replace(call.problem, d_v=2 * call.problem.d_v), _memo={})
-    twin.__dict__["inputs"] = KernelInputs(i.q, i.k, torch.cat([i.v, i.v], dim=-1), None)
+    pairs = i.v.shape[-1] // 2
+    if pairs == 0:
+        return  # one column of v: nothing to pair
+    v = i.v.clone()
+    v[..., 1:2 * pairs:2] = i.v[..., 0:2 * pairs:2]
+    twin = replace(call, _memo={})
+    twin.__dict__["inputs"] = KernelInputs(i.q, i.k, v, None)
     context = twin.run_checked().context.detach().to("cpu", torch.float64)
-    d_v = call.problem.d_v
-    # each half is within the allowance of the same exact draw
-    assert_agree("attention context", context[..., d_v:], context[..., :d_v], 2 * allowed_context.allowed,
-                 f"with dropout_p={p:g}, seed {twin.seed}, and v's {d_v} columns given twice (v | v), the context's "
-                 f"two halves must be equal: a dropped weight is dropped for every column of v at once (one keep "
-                 f"per query and key), not v's entries or the context's one by one")
+    # each column of a pair is within the allowance of the same exact draw
+    assert_agree("attention context", context[..., 1:2 * pairs:2], context[..., 0:2 * pairs:2],
+                 2 * allowed_context.allowed,
+                 f"with dropout_p={p:g}, seed {twin.seed}, and v's columns equal in pairs (column 2c + 1 a copy of "
+                 f"column 2c), the context's paired columns must be equal: a dropped weight is dropped for every "
+                 f"column of v at once (one keep per query and key), not v's entries or the context's one by one "
+                 f"(the context's columns 2c + 1 are shown against columns 2c)")
 
 
 def _identical(a: Attention, b: Attention) -> bool:

@@ -47,9 +47,10 @@ def math(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
 
 # the dtypes each backend computes (flash and cuDNN: half precision only); CUDA only, the context alone
 # (without attn_mask the SDPA spelling is not recognised, so flash states the grouped heads and dropout it has)
+# (flash and cuDNN take one head width for q, k and v: equal_head_dims)
 flash.CAPABILITIES = {"devices": ["cuda"], "dtypes": HALF, "returns_weights": False, "grouped_kv_heads": True,
-                      "dropout": True}
-cudnn.CAPABILITIES = {"devices": ["cuda"], "dtypes": HALF, "returns_weights": False}
+                      "dropout": True, "equal_head_dims": True}
+cudnn.CAPABILITIES = {"devices": ["cuda"], "dtypes": HALF, "returns_weights": False, "equal_head_dims": True}
 efficient.CAPABILITIES = {"devices": ["cuda"], "dtypes": ["float32", *HALF], "returns_weights": False}
 math.CAPABILITIES = {"devices": ["cuda"], "dtypes": ["float64", "float32", *HALF], "returns_weights": False}
 BACKENDS = ("flash", "efficient", "cudnn", "math")
