@@ -436,37 +436,38 @@ class KernelCase(BaseCase):
             weights=expect_output("weights", ref_weights, base_weights, self.dtype, weights_scale),
         )
 
+    def twin(self, inputs: KernelInputs | None = None, **changes: object) -> KernelCase:
+        """This call with some fields changed, on the given inputs (these inputs when none are given): nothing
+        is drawn again, and the twin computes its own reference."""
+        twin = replace(self, _memo={}, **changes)
+        twin.__dict__["inputs"] = self.inputs if inputs is None else inputs
+        return twin
+
     def plain(self) -> KernelCase:
         """The same q, k, v with neither mask, causal, scale nor dropout, and every query head's own key/value head."""
         group = self.problem.heads // self.problem.kv_heads
-        twin = replace(self, problem=replace(self.problem, kv_heads=self.problem.heads), causal=False, scale=None,
-                       masked=False, window=None, softcap=None, alibi=None, dropout_p=None, seed=None, _memo={})
         i = self.inputs
-        twin.__dict__["inputs"] = KernelInputs(i.q, i.k.repeat_interleave(group, dim=-3),
-                                               i.v.repeat_interleave(group, dim=-3), None)
-        return twin
+        return self.twin(KernelInputs(i.q, i.k.repeat_interleave(group, dim=-3), i.v.repeat_interleave(group, dim=-3),
+                                      None),
+                         problem=replace(self.problem, kv_heads=self.problem.heads), causal=False, scale=None,
+                         masked=False, window=None, softcap=None, alibi=None, dropout_p=None, seed=None)
 
     def bare_causal(self) -> KernelCase:
         """The same q, k, v, causal, with neither mask, scale, window, softcap nor ALiBi."""
-        twin = replace(self, scale=None, masked=False, window=None, softcap=None, alibi=None, _memo={})
         i = self.inputs
-        twin.__dict__["inputs"] = KernelInputs(i.q, i.k, i.v, None)
-        return twin
+        return self.twin(KernelInputs(i.q, i.k, i.v, None), scale=None, masked=False, window=None, softcap=None,
+                         alibi=None)
 
     def queries(self, rows: slice) -> KernelCase:
         """The same call on some of the queries (the same keys and values): decoding with a KV cache."""
         i = self.inputs
         q = i.q[..., rows, :]
-        twin = replace(self, problem=replace(self.problem, n_q=q.shape[-2]), masked=False, _memo={})
-        twin.__dict__["inputs"] = KernelInputs(q, i.k, i.v, None)
-        return twin
+        return self.twin(KernelInputs(q, i.k, i.v, None), problem=replace(self.problem, n_q=q.shape[-2]), masked=False)
 
     def with_mask(self, mask: torch.Tensor) -> KernelCase:
         """The same q, k, v under another mask (of a shape the problem's mask broadcasts like)."""
         i = self.inputs
-        twin = replace(self, masked=True, _memo={})
-        twin.__dict__["inputs"] = KernelInputs(i.q, i.k, i.v, mask)
-        return twin
+        return self.twin(KernelInputs(i.q, i.k, i.v, mask), masked=True)
 
 
 @dataclass

@@ -92,7 +92,7 @@ def _judge_draws(call: KernelCase, p: float) -> None:
     count = dropout.influential(weights, values, p, 2 * allowed_context.allowed) * (DRAWS if batched else 1)
     chance = dropout.same_draw_probability(p, count)
     if chance <= dropout.ALPHA:  # else too few weights matter for another seed to show surely
-        other = _with_seed(first, seed + DRAWS).call()
+        other = first.twin(seed=seed + DRAWS).call()
         if _identical(out, other):
             fail(f"with dropout_p={p:g}, seeds {seed} and {seed + DRAWS} gave the same result bit for bit: the draw "
                  f"does not depend on the seed (a correct kernel repeats itself with probability {chance:.2g}: "
@@ -104,7 +104,7 @@ def _judge_draws(call: KernelCase, p: float) -> None:
     if batched:
         mean, samples = out.context.detach().to("cpu", torch.float64).mean(dim=0), DRAWS
     else:
-        draws = [out.context] + [_with_seed(call, seed + s).run_checked().context for s in range(1, DRAWS)]
+        draws = [out.context] + [call.twin(seed=seed + s).run_checked().context for s in range(1, DRAWS)]
         mean, samples = torch.stack([d.detach().to("cpu", torch.float64) for d in draws]).mean(dim=0), DRAWS
     for check in dropout.mean_checks(mean, context, weights, values, p, samples, allowed_context.allowed):
         if not check.holds:
@@ -146,8 +146,7 @@ def _judge_one_keep_per_weight(call: KernelCase, p: float, allowed_context: Expe
         return  # one column of v: nothing to pair
     v = i.v.clone()
     v[..., 1:2 * pairs:2] = i.v[..., 0:2 * pairs:2]
-    twin = replace(call, _memo={})
-    twin.__dict__["inputs"] = KernelInputs(i.q, i.k, v, None)
+    twin = call.twin(KernelInputs(i.q, i.k, v, None))
     context = twin.run_checked().context.detach().to("cpu", torch.float64)
     # each column of a pair is within the allowance of the same exact draw
     assert_agree("attention context", context[..., 1:2 * pairs:2], context[..., 0:2 * pairs:2],
@@ -174,13 +173,5 @@ def _factor(mean: torch.Tensor, context: torch.Tensor) -> float:
 def _copies(call: KernelCase, count: int) -> KernelCase:
     """The same call on `count` copies of q, k, v stacked along a new leading batch axis: `count` independent draws."""
     i = call.inputs
-    twin = replace(call, problem=replace(call.problem, batch=(count, *call.problem.batch)), _memo={})
-    twin.__dict__["inputs"] = KernelInputs(*(t.expand(count, *t.shape).contiguous() for t in (i.q, i.k, i.v)), None)
-    return twin
-
-
-def _with_seed(call: KernelCase, seed: int) -> KernelCase:
-    """The same call (the same inputs) with the generator seeded by `seed`."""
-    twin = replace(call, seed=seed, _memo={})
-    twin.__dict__["inputs"] = call.inputs
-    return twin
+    return call.twin(KernelInputs(*(t.expand(count, *t.shape).contiguous() for t in (i.q, i.k, i.v)), None),
+                     problem=replace(call.problem, batch=(count, *call.problem.batch)))

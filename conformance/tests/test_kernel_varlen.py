@@ -17,6 +17,7 @@ from conformance.judge.assertions import ClauseFailure, assert_matches, check_sh
 from conformance.judge.blocking import prerequisite
 from conformance.judge.cases import KernelCase, KernelInputs
 from conformance.judge.strategies import MAX_PACKED_SEQUENCES, PackedProblem, cu_seqlens, packed_problems
+from conformance.tests.test_kernel import _holds
 
 SCALES = (None, 0.3, 2.5)  # the default 1/√d_k, and explicit scales below and above it
 
@@ -24,13 +25,6 @@ SCALES = (None, 0.3, 2.5)  # the default 1/√d_k, and explicit scales below and
 def _sequences(cases, problem: PackedProblem, causal: bool, scale: float | None) -> list[KernelCase]:
     """Each sequence of the pack as its own ordinary call (fitted to the declared shapes like any KernelCase)."""
     return [cases.kernel(p, causal=causal, scale=scale, masked=False) for p in problem.sequences()]
-
-
-def _twin(case: KernelCase, inputs: KernelInputs | None = None, **changes) -> KernelCase:
-    """The same call with some options changed, on the same inputs (or on the given ones)."""
-    twin = replace(case, _memo={}, **changes)
-    twin.__dict__["inputs"] = inputs or case.inputs
-    return twin
 
 
 def _starts(sequences: list[KernelCase], axis: str) -> list[int]:
@@ -67,14 +61,6 @@ def _rows(context: torch.Tensor, sequences: list[KernelCase], s: int) -> torch.T
     return rows if empty is None else rows.masked_fill(empty.to(rows.device)[:, None], 0)
 
 
-def _holds(case: KernelCase) -> bool:
-    try:
-        out, expected = case.run_checked(), case.expected()
-    except ClauseFailure:
-        return False
-    return matches(out.context, expected.context) and (out.weights is None or matches(out.weights, expected.weights))
-
-
 def _alone(sequences: list[KernelCase], s: int, failure: str) -> None:
     """When sequence s attended alone (an ordinary call, same causal and scale) does not match the reference
     either, the pack cannot be judged on it: the example is blocked by the clause the ordinary call breaks."""
@@ -85,7 +71,7 @@ def _alone(sequences: list[KernelCase], s: int, failure: str) -> None:
             f"{case.problem.n_kv} keys) does not match the reference either"
     if not _holds(case.plain()):
         prerequisite(case, "QKV-ATTEND", f"{alone}, even without causal or scale", failure)
-    if case.causal and not _holds(_twin(case, scale=None)):
+    if case.causal and not _holds(case.twin(scale=None)):
         prerequisite(case, "QKV-CAUSAL", f"{alone} with causal=True ({case.alignment} aligned)", failure)
     if case.scale is not None:
         prerequisite(case, "QKV-SCALE", f"{alone} with scale={case.scale:g}", failure)
@@ -142,7 +128,7 @@ def test_no_sequence_leaks_into_another(cases, problem, changed, causal):
     fresh = cases.kernel(replace(problem.sequences()[t], seed=(problem.seed + 1) % 2**32), causal=causal,
                          masked=False).inputs
     changed_sequences = list(sequences)
-    changed_sequences[t] = _twin(sequences[t], KernelInputs(sequences[t].inputs.q, fresh.k, fresh.v, None))
+    changed_sequences[t] = sequences[t].twin(KernelInputs(sequences[t].inputs.q, fresh.k, fresh.v, None))
     after = _packed(changed_sequences)
     for s, case in enumerate(sequences):
         expected, rows = case.expected().context, _rows(after, sequences, s)
