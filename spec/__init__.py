@@ -54,8 +54,18 @@ class Function:
 
 @dataclass(frozen=True)
 class DtypePolicy:
-    factor: float
-    floor_ulps: float
+    factor: float  # on the plain same-dtype reference's error, the second allowance
+
+
+@dataclass(frozen=True)
+class RoundingModel:
+    """The error analysis' parameters (conformance/judge/rounding.py): facts of the arithmetic, not fits."""
+
+    failure_probability: float  # per element and step, of the probabilistic bound
+    extra_roundings: int  # per term of a sum, beyond a plain sum's
+    online_roundings: int  # per term and tile of an online softmax, on sums over the keys
+    function_ulps: float  # exp, tanh
+    accumulation: dict[str, str]  # dtype -> the precision its sums accumulate in
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Spec:
     functions: tuple[Function, ...]
     tolerance_text: str
     tolerance: dict[str, DtypePolicy]
+    rounding: RoundingModel
     judging_text: str = ""  # how a failing example is explained or set aside (judge/readings.py, blocking.py)
 
     def clause(self, clause_id: str) -> Clause:
@@ -128,9 +139,18 @@ def parse(data: dict) -> Spec:
             raise SpecError(f"clause {clause.id}: prerequisites must be other clause ids, not {unknown}")
     functions = tuple(Function(f["name"], f["signature"], f["section"]) for f in data["function"])
     tolerance = {
-        name: DtypePolicy(float(p["factor"]), float(p["floor_ulps"]))
+        name: DtypePolicy(float(p["factor"]))
         for name, p in data["tolerance"]["dtype"].items()
     }
+    model = data["tolerance"]["model"]
+    if not 0 < float(model["failure_probability"]) < 1:
+        raise SpecError("tolerance.model.failure_probability must be in (0, 1)")
+    unknown = sorted(set(model.get("accumulation", {})) - set(tolerance))
+    if unknown:
+        raise SpecError(f"tolerance.model.accumulation names dtypes without a policy: {unknown}")
+    rounding = RoundingModel(float(model["failure_probability"]), int(model["extra_roundings"]),
+                             int(model["online_roundings"]), float(model["function_ulps"]),
+                             dict(model.get("accumulation", {})))
     return Spec(
         title=data["title"],
         version=str(data["version"]),
@@ -141,6 +161,7 @@ def parse(data: dict) -> Spec:
         tolerance_text=data["tolerance"]["text"].strip("\n"),
         judging_text=data.get("judging", {}).get("text", "").strip("\n"),
         tolerance=tolerance,
+        rounding=rounding,
     )
 
 

@@ -45,6 +45,12 @@ def render_markdown(spec: Spec, verified_by: Mapping[str, Sequence[str]] | None 
                 out += ["", f"*Verified by:* {tests}"]
     if spec.judging_text:
         out += ["", "## Judging", "", spec.judging_text]
-    out += ["", "## Tolerance policy", "", spec.tolerance_text, "", "| dtype | factor | floor_ulps |", "|---|---|---|"]
-    out += [f"| {name} | {p.factor:g} | {p.floor_ulps:g} |" for name, p in spec.tolerance.items()]
+    model = spec.rounding
+    out += ["", "## Tolerance policy", "", spec.tolerance_text, "", "| dtype | factor | accumulates in |", "|---|---|---|"]
+    out += [f"| {name} | {p.factor:g} | {model.accumulation.get(name, name)} |" for name, p in spec.tolerance.items()]
+    out += ["", "| parameter | value |", "|---|---|",
+            f"| failure_probability | {model.failure_probability:g} |",
+            f"| extra_roundings | {model.extra_roundings} |",
+            f"| online_roundings | {model.online_roundings} |",
+            f"| function_ulps | {model.function_ulps:g} |"]
     return "\n".join(out) + "\n"

@@ -103,9 +103,10 @@ MAY_LOSE = {
     # CAUSAL-RENORM are judged through the mistake and keep their points, and so do the gradients.
     "queries": {"WEIGHTS-SOFTMAX", "WEIGHTS-PROBABILITY", "WEIGHTS-SHIFT", "CONTEXT-HULL", "CAUSAL-FUTURE"},
     "noscale": {"WEIGHTS-SCALE"},
-    # the reading's owners (readings.py: CAUSAL-RENORM, CAUSAL-MASK); the row's softmax over every key lets a
-    # future key change the past (CAUSAL-FUTURE)
-    "after": {"CAUSAL-RENORM", "CAUSAL-MASK", "CAUSAL-FUTURE"},
+    # the reading's owner (readings.py: CAUSAL-RENORM); the row's softmax over every key lets a future key change
+    # the past (CAUSAL-FUTURE). The mask itself is right (future weights are exactly 0): CAUSAL-MASK is judged
+    # through the mistake and keeps its points (issue 26)
+    "after": {"CAUSAL-RENORM", "CAUSAL-FUTURE"},
 }
 MUST_LOSE = {"queries": "WEIGHTS-SOFTMAX", "noscale": "WEIGHTS-SCALE", "after": "CAUSAL-RENORM"}
 
@@ -179,7 +180,7 @@ def test_one_mistake_costs_its_own_clauses_and_not_what_lies_upstream(graded, st
             assert earned(report, clause_id)[0] == earned(report, clause_id)[1], (clause_id, costs)
     assert [d["clauses"] for d in report["diagnoses"]] == [[MUST_LOSE[student]]]  # diagnosed, one mistake
     if student == "after":  # the projections, the scale and the softmax keep their points
-        for clause_id in ("WEIGHTS-SOFTMAX", "WEIGHTS-PROBABILITY", "NUM-GRADIENTS"):
+        for clause_id in ("WEIGHTS-SOFTMAX", "WEIGHTS-PROBABILITY", "NUM-GRADIENTS", "CAUSAL-MASK"):
             assert earned(report, clause_id)[0] == earned(report, clause_id)[1], (clause_id, costs)
 
 

@@ -124,10 +124,11 @@ def test_misbehaving_functions_fail_their_clauses_and_the_rest_still_runs(suite,
 
 
 def test_the_exit_status_follows_a_verdict_decided_after_the_tests_ran(suite):
-    """A softmax without the max shift, judged on WEIGHTS-SOFTMAX alone: its examples with large scores are set
-    aside for WEIGHTS-STABLE, which is not run, so the block does not stand and they count as failures once
-    every test has run; pytest saw no failing test, the exit status must still say 'does not conform'."""
-    run = suite("tests/submissions/olivia.py", "-k", "softmax_over_keys")
+    """A softmax without the max shift, judged on CAUSAL-MASK alone: its examples with large scores (every one of
+    its strategy's 1e3 and 1e5 score targets) are set aside for WEIGHTS-STABLE, which is not run, so the block does
+    not stand and they count as failures once every test has run; pytest saw no failing test, the exit status
+    must still say 'does not conform'. (It was WEIGHTS-SOFTMAX, whose examples reach large scores by chance.)"""
+    run = suite("tests/submissions/olivia.py", "-k", "future_keys_get_exactly_zero")
     assert run.report["verdict"] == "does not conform", run.output[-2000:]
     assert "0 failed" not in run.output and " failed" not in run.output.splitlines()[-1]  # pytest's own count
     assert run.returncode == 1
@@ -172,3 +173,26 @@ def test_the_verdict_table_is_assembled_across_xdist_workers(in_order, tmp_path)
     assert split.report["diagnoses"] == alone.report["diagnoses"] and alone.report["diagnoses"]
     assert split.returncode == alone.returncode == 1 and split.report["score"] == alone.report["score"]
     assert split.output.count("VERDICT for") == 1
+
+
+def test_a_claimed_step_that_raises_fails_api_shapes_not_skipped(suite, tmp_path):
+    """Issue 26: a provided step that raises on every drawn example was skipped as "not claimed", and
+    API-SHAPES still read "passed" from its other test."""
+    homework = tmp_path / "homework.py"
+    homework.write_text(textwrap.dedent("""
+        import math
+        import torch
+
+        def project(x, weight):
+            raise NotImplementedError("todo")
+
+        def self_attention(x, w_q, w_k, w_v):
+            q, k, v = x @ w_q.T, x @ w_k.T, x @ w_v.T
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]), dim=-1)
+            return weights @ v, weights
+    """))
+    run = suite(str(homework), "--profile", "fast")
+    assert run.returncode == 1, run.output[-3000:]
+    assert run.verdict("API-SHAPES") == "failed"
+    assert "project raised" in run.output and "NotImplementedError" in run.output
+    assert run.verdict("GOLD-SELF") == "passed"  # one mistake, one verdict

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from hypothesis import reject
 
-from conformance.judge import oracle, readings
+from conformance.judge import oracle, readings, rounding
 from conformance.judge.adapter import Attention, Implementation, ImplementationError
 from conformance.judge.assertions import ClauseFailure, assert_matches, check_shape, holds, matches
 from conformance.judge.capabilities import DTYPES
@@ -36,11 +36,9 @@ from conformance.judge.strategies import Inputs, KernelProblem, Problem, ScoresP
 from conformance.judge.tolerance import (
     Expected,
     OutOfRange,
-    dot_scale,
     expected,
     permute_tokens,
     restore_tokens,
-    scales,
     token_orders,
 )
 
@@ -50,6 +48,9 @@ FUNCTION_OF = {
     "multihead": "multihead_attention",
     "concat": "multihead_attention_concat",
 }
+
+
+_ROUNDED = ("float64", "float32", "float16", "bfloat16")  # the dtypes the error analysis models
 
 
 def fit_problem(problem, implementation: Implementation):
@@ -251,15 +252,25 @@ class Case(BaseCase):
             plain = self.inputs.to(device="cpu", dtype=DTYPES[dtype])
             ref_context, ref_weights = self._oracle(exact, alpha, reading)
             base_context, base_weights = self._plain_orders(plain, alpha, reading)
-            s = scales(exact.x_q, exact.x_kv, exact.w_q, exact.w_k, exact.w_v, alpha)
-            context_scale = s.context
-            if self.problem.kind == "concat" and exact.w_o is not None:
-                context_scale *= exact.w_o.abs().sum(dim=-1).max().item()
+            bound_context, bound_weights = self.bounds(alpha, dtype, reading)
             self._memo[key] = Outputs(
-                context=expect_output("context", ref_context, base_context, dtype, context_scale),
-                weights=expect_output("weights", ref_weights, base_weights, dtype, s.weights),
+                context=expect_output("context", ref_context, base_context, dtype, bound_context),
+                weights=expect_output("weights", ref_weights, base_weights, dtype, bound_weights),
             )
         return self._memo[key]
+
+    def bounds(self, alpha: float | None = None, dtype: str | None = None,
+               reading: Reading | None = None) -> tuple[rounding.Bounded, rounding.Bounded]:
+        """The error analysis of (context, weights) in `dtype` (default the case's): rounding.py."""
+        e, p = self.exact, self.problem
+        keep = oracle.allowed(p.n_q, p.n_kv, self.causal, None, torch.device("cpu"))
+        alpha_ = 1 / math.sqrt(p.d_k) if alpha is None else alpha
+        form = rounding.REFERENCE_FORM if reading is None else reading.form
+        forward = rounding.pipeline(e.x_q, e.x_kv, e.w_q, e.w_k, e.w_v, keep, alpha_, dtype or self.dtype, form)
+        context = forward.context
+        if p.kind == "concat":
+            context = rounding.concat(context, e.w_o, dtype or self.dtype)
+        return context, forward.weights
 
     def expected_through(self, reading: Reading, alpha: float | None = None) -> Outputs | None:
         """The reference with the reading's mistake, or None where the reading does not apply here."""
@@ -296,7 +307,12 @@ class Case(BaseCase):
         if reading is not None and model(1 / math.sqrt(self.problem.d_k)) is None:
             return None
         implied = implied_scale(observed, omega) if use_weights and reading is None else None
-        fit = fit_scale(model, observed, 1 / math.sqrt(self.problem.d_k), (implied,))
+
+        def allowance(alpha: float) -> torch.Tensor:
+            context, weights = self.bounds(alpha, reading=reading)
+            return (weights if use_weights else context).error
+
+        fit = fit_scale(model, observed, 1 / math.sqrt(self.problem.d_k), (implied,), allowance)
         return None if fit is None else fit[0]
 
 
@@ -422,19 +438,31 @@ class KernelCase(BaseCase):
                                                     alibi_slopes=exact_slopes, **features)
         base_context, base_weights = oracle.attention(*plain, self.causal, plain_mask, self.scale,
                                                       alibi_slopes=slopes, **features)
-        q, k, v = exact
-        alpha = 1 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
-        group = q.shape[-3] // k.shape[-3]
-        # what rounding acts on: the scaled scores (plus a float mask), then the values they mix
-        bias = exact_mask.abs().max().item() if exact_mask is not None and exact_mask.dtype != torch.bool else 0.0
-        if slopes is not None:  # the ALiBi bias, largest at the farthest key
-            bias += oracle.alibi_bias(slopes.double(), q.shape[-2], k.shape[-2], self.alignment).abs().max().item()
-        weights_scale = 1.0 + dot_scale(q, k.repeat_interleave(group, dim=-3)) * alpha + bias
-        context_scale = weights_scale * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
+        bound = self.bounds(exact, exact_mask, exact_slopes)
         return Outputs(
-            context=expect_output("context", ref_context, base_context, self.dtype, context_scale),
-            weights=expect_output("weights", ref_weights, base_weights, self.dtype, weights_scale),
+            context=expect_output("context", ref_context, base_context, self.dtype, bound.context),
+            weights=expect_output("weights", ref_weights, base_weights, self.dtype, bound.weights),
         )
+
+    def bounds(self, exact: tuple[torch.Tensor, ...], mask: torch.Tensor | None,
+               slopes: torch.Tensor | None) -> rounding.Forward:
+        """The error analysis of this call (rounding.py) on its exact q, k, v, mask and ALiBi slopes."""
+        q, k, v = exact
+        p = self.problem
+        group = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+        alpha = 1 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
+        keep = oracle.visible(p.n_q, p.n_kv, self.causal, self.window, self.alignment, torch.device("cpu"))
+        biases: list[tuple[torch.Tensor, bool]] = []
+        if slopes is not None:  # made by the implementation from the slopes: it rounds
+            biases.append((oracle.alibi_bias(slopes, q.shape[-2], k.shape[-2], self.alignment), True))
+        if mask is not None and mask.dtype == torch.bool:
+            keep = mask if keep is None else mask & keep
+        elif mask is not None:
+            biases.append((mask, False))
+        a = rounding.arithmetic(self.dtype)
+        return rounding.attend(rounding.given(q), rounding.given(k), rounding.given(v), alpha, keep, a,
+                               cap=self.softcap, biases=tuple(biases))
 
     def twin(self, inputs: KernelInputs | None = None, **changes: object) -> KernelCase:
         """This call with some fields changed, on the given inputs (these inputs when none are given): nothing
@@ -548,11 +576,11 @@ def _plain(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
 
 
 def expect_output(name: str, exact: torch.Tensor, plain: torch.Tensor | list[torch.Tensor], dtype: str,
-                  scale: float) -> Expected:
-    """The policy's expectation of one output (float64 reference, plain same-dtype baseline); an input the
-    dtype cannot compute at all is not a fair example and is discarded."""
+                  bound: rounding.Bounded) -> Expected:
+    """The policy's expectation of one output (float64 reference, its derived bound, plain same-dtype
+    baseline); an input the dtype cannot compute at all is not a fair example and is discarded."""
     try:
-        return expected(name, exact, plain, dtype, scale)
+        return expected(name, exact, plain, dtype, bound)
     except OutOfRange:
         reject()  # the dtype cannot compute this input at all: not a fair example
 
@@ -560,13 +588,17 @@ def expect_output(name: str, exact: torch.Tensor, plain: torch.Tensor | list[tor
 def expect_projection(x: torch.Tensor, weight: torch.Tensor, dtype: str) -> Expected:
     x64, w64 = oracle.upcast(x, weight)
     x_, w_ = _plain(x, weight)
-    return expect_output("projection", oracle.project(x64, w64), oracle.project(x_, w_), dtype, dot_scale(x64, w64))
+    bound = rounding.contract("...nd,...od->...no", rounding.given(x64), rounding.given(w64), w64.shape[-1],
+                              rounding.arithmetic(dtype))
+    return expect_output("projection", oracle.project(x64, w64), oracle.project(x_, w_), dtype, bound)
 
 
 def expect_scores(queries: torch.Tensor, keys: torch.Tensor, dtype: str) -> Expected:
     q64, k64 = oracle.upcast(queries, keys)
     q_, k_ = _plain(queries, keys)
-    return expect_output("scores", oracle.scores(q64, k64), oracle.scores(q_, k_), dtype, dot_scale(q64, k64))
+    bound = rounding.contract("...id,...jd->...ij", rounding.given(q64), rounding.given(k64), q64.shape[-1],
+                              rounding.arithmetic(dtype))
+    return expect_output("scores", oracle.scores(q64, k64), oracle.scores(q_, k_), dtype, bound)
 
 
 def expect_weights(
@@ -575,15 +607,25 @@ def expect_weights(
 ) -> Expected:
     (s64,) = oracle.upcast(scores)
     s_, m_ = _plain(scores, mask)
-    factor = 1 / math.sqrt(d_k) if alpha is None else alpha
-    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) * factor
     return expect_output(
         "weights",
         oracle.weights(s64, d_k, causal, m_, alpha),
         oracle.weights(s_, d_k, causal, m_, alpha),
         dtype,
-        scale,
+        weights_bound(s64, d_k, dtype, causal, m_, alpha),
     )
+
+
+def weights_bound(scores: torch.Tensor, d_k: int, dtype: str, causal: bool = False, mask: torch.Tensor | None = None,
+                  alpha: float | None = None, form: rounding.Form = rounding.REFERENCE_FORM) -> rounding.Bounded:
+    """The error analysis of attention_weights on exact scores (rounding.py), with a reading's mistake (form)."""
+    n_q, n_kv = scores.shape[-2:]
+    if form[1]:  # transposed: the mask applies to the transposed scores, which are n_kv × n_q
+        n_q, n_kv = n_kv, n_q
+    keep = oracle.allowed(n_q, n_kv, causal, mask, torch.device("cpu"))
+    alpha_ = 1 / math.sqrt(d_k) if alpha is None else alpha
+    _, weights = rounding.weights_of(rounding.given(scores), alpha_, keep, rounding.arithmetic(dtype), form)
+    return weights
 
 
 def expect_weights_through(
@@ -595,9 +637,7 @@ def expect_weights_through(
     exact, plain = reading.weights(s64, d_k, causal, alpha), reading.weights(s_, d_k, causal, alpha)
     if exact is None or plain is None:
         return None
-    factor = 1 / math.sqrt(d_k) if alpha is None else alpha
-    scale = 1.0 + (s64.abs().max().item() if s64.numel() else 0.0) * factor
-    return expect_output("weights", exact, plain, dtype, scale)
+    return expect_output("weights", exact, plain, dtype, weights_bound(s64, d_k, dtype, causal, None, alpha, reading.form))
 
 
 def scale_through_a_reading(
@@ -613,7 +653,8 @@ def scale_through_a_reading(
             continue
         if matches(weights, expected):
             return reading, None
-        fit = fit_scale(lambda a: reading.weights(s64, d_k, causal, a), observed, 1 / math.sqrt(d_k), ())
+        fit = fit_scale(lambda a: reading.weights(s64, d_k, causal, a), observed, 1 / math.sqrt(d_k), (),
+                        lambda a: weights_bound(s64, d_k, dtype, causal, None, a, reading.form).error)
         if fit is not None:
             at_fit = expect_weights_through(reading, scores, d_k, dtype, causal, fit[0])
             if at_fit is not None and matches(weights, at_fit):
@@ -629,7 +670,10 @@ def fitted_weights_scale(
     m_ = None if mask is None else mask.cpu()
     observed = weights.detach().to("cpu", torch.float64)
     implied = implied_scale(observed, s64)  # masked weights are 0 and do not enter
-    fit = fit_scale(lambda a: oracle.weights(s64, d_k, causal, m_, a), observed, 1 / math.sqrt(d_k), (implied,))
+    dtype = str(scores.dtype).removeprefix("torch.")
+    bound = (lambda a: weights_bound(s64, d_k, dtype, causal, m_, a).error) if dtype in _ROUNDED else None
+    fit = fit_scale(lambda a: oracle.weights(s64, d_k, causal, m_, a), observed, 1 / math.sqrt(d_k), (implied,),
+                    bound)
     return None if fit is None else fit[0]
 
 

@@ -226,7 +226,7 @@ def _probability(case: Case) -> str | None:
         return None  # NaN or inf: WEIGHTS-STABLE's
     rows = weights.sum(dim=-1) != 0 if case.causal else None
     try:
-        assert_weights_are_probabilities(weights, case.expected().weights, case.problem.n_kv, rows)
+        assert_weights_are_probabilities(weights, case.expected().weights, rows)
     except ClauseFailure as error:
         return str(error)
     return None
@@ -383,7 +383,7 @@ def _probability_step(step: StepCase) -> str | None:
     if not _finite(weights):
         return None  # NaN or inf: WEIGHTS-STABLE's
     sums = weights.sum(dim=-1)
-    if holds(assert_weights_are_probabilities, weights, step.expected(), step.problem.n_kv, rows=sums != 0):
+    if holds(assert_weights_are_probabilities, weights, step.expected(), rows=sums != 0):
         return None  # rows without weight are fully masked ones: MASK-EMPTY-ROW's business
     return "the step's weight rows are not probabilities (≥ 0, summing to 1)"
 

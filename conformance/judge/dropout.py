@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from conformance.judge import oracle
+from conformance.judge import oracle, rounding
 from conformance.judge.tolerance import Expected, OutOfRange, max_abs_error
 
 ALPHA = 1e-9  # the clause's: the probability that a correct kernel fails a statistical check
@@ -119,8 +119,8 @@ def draw_expectations(q: Tensor, k: Tensor, v: Tensor, scale: float | None, dtyp
                       plain: tuple[Expected, Expected], keeps: int = 3, seed: int = 0) -> tuple[Expected, Expected]:
     """The tolerance policy's allowance per element of one draw's (context, weights): the baseline is the error
     of a plain same-dtype draw (the dropout-free weights in the dtype, times the keeps, over 1 − p, times v)
-    against the float64 draw with the same keeps, the largest over `keeps` keeps of the judge's own; the scale
-    is the dropout-free call's (plain: its Expected outputs) over 1 − p, the most a kept weight grows.
+    against the float64 draw with the same keeps, the largest over `keeps` keeps of the judge's own; the derived
+    allowance is the dropout-free call's (plain: its Expected outputs) over 1 − p, the most a kept weight grows.
     q, k, v as passed to the implementation. Raises OutOfRange where the dtype cannot compute the call."""
     exact = oracle.upcast(q, k, v)
     given = [t.detach().cpu() for t in (q, k, v)]
@@ -139,8 +139,13 @@ def draw_expectations(q: Tensor, k: Tensor, v: Tensor, scale: float | None, dtyp
     if math.isinf(context_error) or math.isinf(weights_error):
         raise OutOfRange(f"a plain {dtype} computation of a dropout draw overflows for this input")
     context, weights = plain
-    return (Expected("context", reference_context, dtype, context_error, context.scale / (1 - p)),
-            Expected("weights", reference_weights, dtype, weights_error, weights.scale / (1 - p)))
+    # a draw's weights are the dropout-free ones kept and scaled by 1/(1 − p) (two more roundings): every
+    # term of the analysis grows by at most that factor, whichever weights are kept
+    grow = (1 + 2 * rounding.arithmetic(dtype).u) / (1 - p)
+    return (Expected("context", reference_context, dtype, context.derived * grow,
+                     torch.tensor(context_error, dtype=torch.float64), 1, context.step),
+            Expected("weights", reference_weights, dtype, weights.derived * grow,
+                     torch.tensor(weights_error, dtype=torch.float64), 1, weights.step))
 
 
 def per_query_head(values: Tensor, heads: int) -> Tensor:

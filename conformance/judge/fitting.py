@@ -28,14 +28,35 @@ def misfit(predicted: Tensor, observed: Tensor) -> float:
     return worst if math.isfinite(worst) else math.inf
 
 
+def _golden(objective: Callable[[float], float], low: float, high: float) -> tuple[float, float, float, float]:
+    """Golden-section search for the minimum of objective(exp(t)) on t ∈ [low, high]: (a, f(a), b, f(b))."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = objective(math.exp(a)), objective(math.exp(b))
+    for _ in range(REFINE_STEPS):
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = objective(math.exp(a))
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = objective(math.exp(b))
+    return a, fa, b, fb
+
+
 def fit_scale(
-    model: Callable[[float], Tensor], observed: Tensor, alpha0: float, candidates: tuple[float, ...] = ()
+    model: Callable[[float], Tensor], observed: Tensor, alpha0: float, candidates: tuple[float, ...] = (),
+    allowance: Callable[[float], Tensor] | None = None,
 ) -> tuple[float, float] | None:
     """(α, max abs misfit) minimising max |model(α) - observed|; None when observed cannot be fitted at all.
 
     model(α) gives float64 outputs for scale α; observed is float64 on the CPU with the same shape.
     A grid over α0·10^[-3, 3] brackets the minimum, a golden-section search in log α refines it;
-    `candidates` (such as α read off the log-weights) compete with the result.
+    `candidates` (such as α read off the log-weights) compete with the result. With `allowance` (the
+    tolerance policy's allowance per element at a scale α), a second search near that α minimises the misfit
+    measured in allowances: the largest absolute misfit is set by the largest outputs' rounding and leaves α
+    loose by far more than the allowance of a tiny weight, whose value depends on α exponentially.
     """
     if not torch.isfinite(observed).all():
         return None
@@ -46,22 +67,24 @@ def fit_scale(
     errors = [misfit(model(a), observed) for a in grid]
     best = min(range(len(grid)), key=errors.__getitem__)
     low, high = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, len(grid) - 1)])
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = misfit(model(math.exp(a)), observed), misfit(model(math.exp(b)), observed)
-    for _ in range(REFINE_STEPS):
-        if fa <= fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = misfit(model(math.exp(a)), observed)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = misfit(model(math.exp(b)), observed)
+    a, fa, b, fb = _golden(lambda alpha: misfit(model(alpha), observed), low, high)
+    usable = [c for c in candidates if c is not None and c > 0 and math.isfinite(c)]
     tried = [(errors[best], grid[best]), (fa, math.exp(a)), (fb, math.exp(b))]
-    tried += [(misfit(model(c), observed), c) for c in candidates if c is not None and c > 0 and math.isfinite(c)]
+    tried += [(misfit(model(c), observed), c) for c in usable]
     error, alpha = min(tried)
-    return alpha, error
+    if allowance is None:
+        return alpha, error
+    room = allowance(alpha).clamp(min=1e-300)
+    if room.shape != observed.shape:
+        return alpha, error
+
+    def in_allowances(scale: float) -> float:
+        return misfit(model(scale) / room, observed / room)
+
+    a, fa, b, fb = _golden(in_allowances, math.log(alpha) - 0.1, math.log(alpha) + 0.1)
+    _, alpha = min([(in_allowances(alpha), alpha), (fa, math.exp(a)), (fb, math.exp(b))]
+                   + [(in_allowances(c), c) for c in usable])
+    return alpha, misfit(model(alpha), observed)
 
 
 def implied_scale(weights: Tensor, scores: Tensor, usable: float = 1e-30) -> float | None:

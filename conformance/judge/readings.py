@@ -29,6 +29,8 @@ class Reading:
     name: str  # the mistake, in words ("the softmax over the queries")
     owners: frozenset[str]  # the clauses whose mistake it is: their own tests never judge through it
     weights: Weights  # (ω, d_k, causal, α) -> the weights with this mistake; None where it cannot apply
+    # the same mistake for the error analysis (rounding.py): (softmax axis, scores transposed, mask after)
+    form: tuple[int, bool, bool] = (-1, False, False)
 
     def usable_by(self, clause_id: str) -> bool:
         return clause_id not in self.owners
@@ -65,10 +67,13 @@ def _masked_after(omega: Tensor, d_k: int, causal: bool, alpha: float | None) ->
 
 
 READINGS: tuple[Reading, ...] = (
-    Reading("the softmax over the queries", frozenset({"WEIGHTS-SOFTMAX"}), _over_the_queries),
+    Reading("the softmax over the queries", frozenset({"WEIGHTS-SOFTMAX"}), _over_the_queries, (-2, False, False)),
     # for self-attention K Qᵀ is also W_Q and W_K in each other's roles: neither clause judges through it
-    Reading("the scores transposed (K Qᵀ)", frozenset({"SCORE-DOT", "PROJ-ROLES"}), _transposed),
-    Reading("the causal mask applied after the softmax", frozenset({"CAUSAL-RENORM", "CAUSAL-MASK"}), _masked_after),
+    Reading("the scores transposed (K Qᵀ)", frozenset({"SCORE-DOT", "PROJ-ROLES"}), _transposed, (-1, True, False)),
+    # masking after the softmax masks right (future weights are 0) and renormalises wrong: CAUSAL-RENORM's alone,
+    # so CAUSAL-MASK sees it through (a row whose visible weights all underflowed is that mistake's, not the mask's)
+    Reading("the causal mask applied after the softmax", frozenset({"CAUSAL-RENORM"}), _masked_after,
+            (-1, False, True)),
 )
 
 

@@ -1,27 +1,25 @@
-"""The tolerance policy of spec/clauses.toml, applied.
+"""The tolerance policy of spec/clauses.toml, applied: every element against an allowance of its own.
 
-error(result) ≤ factor[dtype] × error(plain same-dtype reference) + floor,
-floor = floor_ulps[dtype] × eps(dtype) × scale, errors measured against the
-float64 reference. Factors and floor_ulps live in the spec, not here.
-
-The plain reference's error is the largest over several summation orders (the tokens in their
-order, reversed, shuffled): one order's rounding can be luckily small on a long reduction (a
-gradient summed over 128 queries), and a correct implementation that sums in another order must
-not be judged by that luck.
+|result − float64 reference| ≤ max(derived, factor[dtype] × baseline), per element: `derived` comes from the
+error analysis of the computation behind that element (rounding.py: the lengths of its reductions, the
+magnitudes of their terms, the dtype's unit roundoff, a stated failure probability); `baseline` is the error
+a plain same-dtype reference made there, the largest over several summation orders (the tokens in their
+order, reversed, shuffled). The factor lives in the spec, not here; nothing else is a constant.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
 import spec
-from conformance.judge import oracle
-from conformance.judge.capabilities import DTYPES
+from conformance.judge import rounding
+from conformance.judge.rounding import Step
 
 
 class OutOfRange(Exception):
@@ -40,45 +38,91 @@ def max_abs_error(actual: Tensor, reference: Tensor) -> float:
 
 @dataclass(frozen=True)
 class Expected:
-    """What one output should be: float64 reference, plain-reference baseline and the bound derived from them."""
+    """What one output should be: the float64 reference and, per element, how far a correct result may be.
+
+    The allowance of an element is the larger of two independent ones: `derived`, the error analysis of the
+    computation behind it (rounding.py; the float64 reference's own share included), and factor × `baseline`,
+    the error a plain same-dtype reference made there (the largest over its summation orders)."""
 
     name: str
     reference: Tensor  # float64, CPU
     dtype: str
-    baseline_error: float
-    scale: float
-    orders: int = 1  # summation orders the baseline error is the largest of
-
-    @property
-    def floor(self) -> float:
-        policy = spec.load().tolerance[self.dtype]
-        return policy.floor_ulps * torch.finfo(DTYPES[self.dtype]).eps * self.scale
+    derived: Tensor  # per element (broadcast to the reference's shape)
+    baseline: Tensor  # per element (broadcast to the reference's shape)
+    orders: int = 1  # summation orders the baseline is the largest of
+    step: Step | None = field(default=None, compare=False)  # the derived allowance's last step (for messages)
 
     @property
     def factor(self) -> float:
         return spec.load().tolerance[self.dtype].factor
 
+    @cached_property
+    def allowance(self) -> Tensor:
+        """The allowance of every element (the reference's shape)."""
+        shape = self.reference.shape
+        return torch.maximum(self.derived.expand(shape), self.factor * self.baseline.expand(shape))
+
     @property
     def allowed(self) -> float:
-        return self.factor * self.baseline_error + self.floor
+        """The largest allowance of any element (relations between two results compare against it)."""
+        return self.allowance.max().item() if self.allowance.numel() else 0.0
 
-    def explain(self) -> str:
-        plain = (f"largest error of a plain {self.dtype} reference in {self.orders} summation orders"
-                 if self.orders > 1 else f"error of a plain {self.dtype} reference")
-        return (
-            f"{self.dtype} allows {self.factor:g} × {self.baseline_error:.2g} ({plain}) + {self.floor:.2g} (floor) "
-            f"= {self.allowed:.2g}"
-        )
+    @property
+    def baseline_error(self) -> float:
+        """The plain reference's largest error."""
+        return self.baseline.max().item() if self.baseline.numel() else 0.0
+
+    def explain(self, flat: int | None = None) -> str:
+        """Where the allowance of element `flat` (the largest when None) comes from, in words and numbers."""
+        if self.allowance.numel() == 0:
+            return f"{self.dtype} allows nothing: there are no elements"
+        if flat is None:
+            flat = int(self.allowance.flatten().argmax())
+        derived = self.derived.expand(self.reference.shape).flatten()[flat].item()
+        base = self.baseline.expand(self.reference.shape).flatten()[flat].item()
+        allowed = self.allowance.flatten()[flat].item()
+        plain = (f"the largest error of a plain {self.dtype} reference in {self.orders} summation orders"
+                 if self.orders > 1 else f"the error of a plain {self.dtype} reference")
+        return (f"{self.dtype} allows {allowed:.3g} here, the larger of {derived:.3g} from the error analysis "
+                f"({self.analysis(flat)}) and {self.factor:g} × {base:.2g} ({plain} here)")
+
+    def analysis(self, flat: int) -> str:
+        """The derived allowance of one element in words: the last step's own rounding and what it inherits."""
+        a = rounding.arithmetic(self.dtype)
+        odds = f"failure probability {a.failure:g} per step"
+        if self.step is None:
+            return odds
+        shape = self.reference.shape
+        local = self.step.local.expand(shape).flatten()[flat].item()
+        magnitude = self.step.magnitude.expand(shape).flatten()[flat].item()
+        derived = self.derived.expand(shape).flatten()[flat].item() / (1 + a.reference_share)
+        carried = max(derived - local, 0.0)
+        accumulation = f", accumulated in {_UNIT_NAME[a.u_acc]}" if a.u_acc != a.u else ""
+        return (f"{self.step.what} with Σ|terms| = {magnitude:.3g} in {self.dtype}{accumulation}: {local:.2g} of its "
+                f"own rounding, {carried:.2g} carried from the steps before it; {odds}")
 
 
-def expected(name: str, reference: Tensor, baseline: Tensor | Sequence[Tensor], dtype: str, scale: float) -> Expected:
-    """Bundle a float64 reference with the plain same-dtype baseline computed from the same inputs (or the
-    baselines of several summation orders, each put back in the reference's order: the largest error counts)."""
+_UNIT_NAME = {2.0 ** -24: "float32", 2.0 ** -53: "float64"}
+
+
+def expected(name: str, reference: Tensor, baseline: Tensor | Sequence[Tensor], dtype: str,
+             bound: rounding.Bounded) -> Expected:
+    """Bundle a float64 reference with its derived bound (rounding.py, for the same computation) and the plain
+    same-dtype baseline computed from the same inputs (or the baselines of several summation orders, each put
+    back in the reference's order: the largest error per element counts)."""
     baselines = [baseline] if isinstance(baseline, Tensor) else list(baseline)
-    baseline_error = max(max_abs_error(b, reference) for b in baselines)
-    if math.isinf(baseline_error):
+    errors = [error_per_element(b, reference) for b in baselines]
+    base = torch.stack(errors).amax(0) if errors[0].numel() else errors[0]
+    if not bool(torch.isfinite(base).all()):
         raise OutOfRange(f"a plain {dtype} computation of {name} overflows for this input")
-    return Expected(name, reference, dtype, baseline_error, scale, len(baselines))
+    share = 1 + rounding.arithmetic(dtype).reference_share
+    return Expected(name, reference, dtype, bound.error * share, base, len(baselines), bound.step)
+
+
+def error_per_element(actual: Tensor, reference: Tensor) -> Tensor:
+    """|actual − reference| per element, in float64 on the CPU (NaN where either is NaN: inf)."""
+    difference = (actual.detach().to("cpu", torch.float64) - reference).abs()
+    return difference.nan_to_num(nan=math.inf, posinf=math.inf)
 
 
 def token_orders(n_q: int, n_kv: int, seed: int, same: bool, causal: bool) -> list[tuple[Tensor, Tensor] | None]:
@@ -103,28 +147,3 @@ def permute_tokens(x: Tensor, order: Tensor) -> Tensor:
 def restore_tokens(x: Tensor, order: Tensor, dim: int = -2) -> Tensor:
     """x, computed with tokens in `order` along `dim`, put back in the original order."""
     return x.index_select(dim, torch.argsort(order))
-
-
-def dot_scale(a: Tensor, b: Tensor) -> float:
-    """Largest Σ|a_i b_i| over all pairs of rows: what rounding in a dot product is proportional to."""
-    if a.numel() == 0 or b.numel() == 0:
-        return 0.0
-    return torch.einsum("...id,...jd->...ij", a.abs(), b.abs()).max().item()
-
-
-@dataclass(frozen=True)
-class Scales:
-    scores: float
-    weights: float
-    context: float
-
-
-def scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, alpha: float | None = None) -> Scales:
-    """Magnitudes the rounding of each step acts on, from float64 inputs (alpha: scale of the scores)."""
-    head = w_q.dim() == 3
-    xq, xkv = (x_q.unsqueeze(-3), x_kv.unsqueeze(-3)) if head else (x_q, x_kv)
-    q, k, v = oracle.project(xq, w_q), oracle.project(xkv, w_k), oracle.project(xkv, w_v)
-    scores = dot_scale(q, k)
-    weights = 1.0 + scores * (1 / math.sqrt(k.shape[-1]) if alpha is None else alpha)
-    context = weights * max(v.abs().max().item() if v.numel() else 0.0, 1e-300)
-    return Scales(scores, weights, context)

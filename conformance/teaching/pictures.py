@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 import spec
-from conformance.judge import oracle
+from conformance.judge import oracle, rounding
 from conformance.judge.adapter import ImplementationError
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.tolerance import expected, scales
+from conformance.judge.tolerance import expected
 
 MATPLOTLIB_MISSING = "pictures need matplotlib: pip install matplotlib (or the project's [teaching] extra)"
 # failed clauses that are about the weights, and the views that show them (the rest: plain self-attention)
@@ -78,8 +78,10 @@ def _expected(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, causal: bool, dt
     plain = [t.to(DTYPES[dtype]) for t in (x, w_q, w_k, w_v)]
     reference = oracle.cross_attention(exact[0], exact[0], *exact[1:], causal)[1]
     baseline = oracle.cross_attention(plain[0], plain[0], *plain[1:], causal)[1]
-    policy = expected("weights", reference, baseline, dtype, scales(exact[0], exact[0], *exact[1:]).weights)
-    return reference, policy.allowed
+    n = exact[0].shape[-2]
+    keep = oracle.allowed(n, n, causal, None, torch.device("cpu"))
+    bound = rounding.pipeline(exact[0], exact[0], *exact[1:], keep, 1 / math.sqrt(exact[1].shape[-2]), dtype).weights
+    return reference, expected("weights", reference, baseline, dtype, bound).allowed
 
 
 def seed_views(implementation) -> list[View]:

@@ -9,16 +9,17 @@ computation in the dtype the implementation is fed).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 import golden
 from conformance import clause, needs
-from conformance.judge import oracle
+from conformance.judge import oracle, rounding
 from conformance.judge.assertions import assert_matches, fail
 from conformance.judge.capabilities import DTYPES
-from conformance.judge.tolerance import expected, scales
+from conformance.judge.tolerance import expected
 
 
 def tensor(name: str, dtype: str | torch.dtype, device: str) -> Tensor:
@@ -27,17 +28,27 @@ def tensor(name: str, dtype: str | torch.dtype, device: str) -> Tensor:
     return torch.from_numpy(golden.load(name).copy()).to(device=device, dtype=target)
 
 
-def check(actual: Tensor, name: str, baseline: Tensor, dtype: str, scale: float, what: str) -> None:
+def check(actual: Tensor, name: str, baseline: Tensor, dtype: str, bound: rounding.Bounded, what: str) -> None:
+    """The golden file is the reference: float32, correctly rounded, so its own rounding (u₃₂ of each value)
+    is added to the analysis' allowance."""
     reference = torch.from_numpy(golden.load(name).copy()).double()
-    assert_matches(actual, expected(what, reference, baseline, dtype, scale), where=f"golden/{name}")
+    target = expected(what, reference, baseline, dtype, bound)
+    target = replace(target, derived=target.derived + 2.0 ** -24 * reference.abs())
+    assert_matches(actual, target, where=f"golden/{name}")
 
 
 def inputs(dtype: str, device: str, *names: str) -> list[Tensor]:
     return [tensor(n, dtype, device) for n in names]
 
 
-def attention_scales(x_q: Tensor, x_kv: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor):
-    return scales(*oracle.upcast(x_q, x_kv, w_q, w_k, w_v))
+def bounded(dtype: str, *names: str) -> list[rounding.Bounded]:
+    """The golden inputs as the analysis sees them: the float32 values the golden run used, off by their
+    rounding to the dtype the implementation is fed."""
+    made = []
+    for name in names:
+        exact = torch.from_numpy(golden.load(name).copy()).double()
+        made.append(rounding.given(exact, (exact.to(DTYPES[dtype]).double() - exact).abs()))
+    return made
 
 
 # ------------------------------------------------------------------ tokens
@@ -79,8 +90,9 @@ def test_projections(implementation, device, dtype):
         (w,) = inputs(dtype, device, f"projection/w_{role[0]}")
         result = implementation.tensor("project", x, w)
         base = oracle.project(x.cpu(), w.cpu())
-        scale = torch.einsum("nd,od->no", x.double().abs().cpu(), w.double().abs().cpu()).max().item()
-        check(result, f"projection/{role}", base, dtype, scale, role)
+        x_, w_ = bounded(dtype, "embedding/x", f"projection/w_{role[0]}")
+        bound = rounding.contract("nd,od->no", x_, w_, w_.value.shape[-1], rounding.arithmetic(dtype))
+        check(result, f"projection/{role}", base, dtype, bound, role)
 
 
 # ----------------------------------------------------------------- scores
@@ -89,8 +101,9 @@ def test_projections(implementation, device, dtype):
 def test_scores(implementation, device, dtype):
     q, k = inputs(dtype, device, "projection/queries", "projection/keys")
     omega = implementation.tensor("attention_scores", q, k)
-    scale = torch.einsum("id,jd->ij", q.double().abs().cpu(), k.double().abs().cpu()).max().item()
-    check(omega, "scores/omega", oracle.scores(q.cpu(), k.cpu()), dtype, scale, "scores")
+    q_, k_ = bounded(dtype, "projection/queries", "projection/keys")
+    bound = rounding.contract("id,jd->ij", q_, k_, q_.value.shape[-1], rounding.arithmetic(dtype))
+    check(omega, "scores/omega", oracle.scores(q.cpu(), k.cpu()), dtype, bound, "scores")
 
 
 @clause("GOLD-SCORES")
@@ -99,47 +112,55 @@ def test_weights_from_scores(implementation, device, dtype):
     d_k = golden.manifest()["dimensions"]["d_k"]
     (omega,) = inputs(dtype, device, "scores/omega")
     weights = implementation.tensor("attention_weights", omega, d_k)
-    scale = 1 + omega.double().abs().max().item() / math.sqrt(d_k)
-    check(weights, "scores/weights", oracle.weights(omega.cpu(), d_k), dtype, scale, "weights")
+    (omega_,) = bounded(dtype, "scores/omega")
+    _, bound = rounding.weights_of(omega_, 1 / math.sqrt(d_k), None, rounding.arithmetic(dtype))
+    check(weights, "scores/weights", oracle.weights(omega.cpu(), d_k), dtype, bound, "weights")
 
 
 # ---------------------------------------------------------- attention calls
-def _check_attention(implementation, function, args, golden_prefix, dtype, causal=False, concat_w_o=False):
-    """Call an attention function on golden inputs and compare both outputs with the golden run."""
+def _check_attention(implementation, function, names, golden_prefix, dtype, device, causal=False, concat_w_o=False):
+    """Call an attention function on the golden inputs `names` and compare both outputs with the golden run."""
+    args = inputs(dtype, device, *names)
     out = implementation.attention(function, *args, causal=causal)
     plain = [a.cpu() for a in args]
+    exact = bounded(dtype, *names)
     if function == "cross_attention":
         x_q, x_kv, w_q, w_k, w_v = plain
+        bx_q, bx_kv, bw_q, bw_k, bw_v = exact
     else:
         x_q, w_q, w_k, w_v = plain[:4]
         x_kv = x_q
+        bx_q, bw_q, bw_k, bw_v = exact[:4]
+        bx_kv = bx_q
     base_context, base_weights = oracle.cross_attention(x_q, x_kv, w_q, w_k, w_v, causal)
-    s = attention_scales(x_q, x_kv, w_q, w_k, w_v)
+    n_q, n_kv, d_k = x_q.shape[-2], x_kv.shape[-2], w_q.shape[-2]
+    keep = oracle.allowed(n_q, n_kv, causal, None, torch.device("cpu"))
+    forward = rounding.pipeline(bx_q, bx_kv, bw_q, bw_k, bw_v, keep, 1 / math.sqrt(d_k), dtype)
     prefix = "causal_" if causal and golden_prefix != "causal" else ""
     if function == "multihead_attention_concat":
         w_o = plain[4] if concat_w_o else None
         base_context = oracle.concat_heads(base_context, w_o)
         name = "multihead/output" if concat_w_o else "multihead/concat"
-        scale = s.context * (w_o.double().abs().sum(-1).max().item() if concat_w_o else 1.0)
-        check(out.context, name, base_context, dtype, scale, "context")
+        bound = rounding.concat(forward.context, exact[4] if concat_w_o else None, dtype)
+        check(out.context, name, base_context, dtype, bound, "context")
     else:
-        check(out.context, f"{golden_prefix}/{prefix}context", base_context, dtype, s.context, "context")
+        check(out.context, f"{golden_prefix}/{prefix}context", base_context, dtype, forward.context, "context")
     if out.weights is not None:
-        check(out.weights, f"{golden_prefix}/{prefix}weights", base_weights, dtype, s.weights, "weights")
+        check(out.weights, f"{golden_prefix}/{prefix}weights", base_weights, dtype, forward.weights, "weights")
 
 
 @clause("GOLD-SELF")
 @needs("self_attention", "noncausal", "seed_shapes")
 def test_self_attention(implementation, device, dtype):
-    args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
-    _check_attention(implementation, "self_attention", args, "self", dtype)
+    names = ("embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
+    _check_attention(implementation, "self_attention", names, "self", dtype, device)
 
 
 @clause("GOLD-CAUSAL")
 @needs("self_attention.causal", "seed_shapes")
 def test_causal_self_attention(implementation, device, dtype):
-    args = inputs(dtype, device, "embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
-    _check_attention(implementation, "self_attention", args, "causal", dtype, causal=True)
+    names = ("embedding/x", "projection/w_q", "projection/w_k", "projection/w_v")
+    _check_attention(implementation, "self_attention", names, "causal", dtype, device, causal=True)
 
 
 MULTIHEAD_INPUTS = ("embedding/x", "multihead/w_q", "multihead/w_k", "multihead/w_v")
@@ -148,28 +169,28 @@ MULTIHEAD_INPUTS = ("embedding/x", "multihead/w_q", "multihead/w_k", "multihead/
 @clause("GOLD-MULTIHEAD")
 @needs("multihead_attention", "noncausal", "seed_shapes")
 def test_multihead_attention(implementation, device, dtype):
-    _check_attention(implementation, "multihead_attention", inputs(dtype, device, *MULTIHEAD_INPUTS), "multihead", dtype)
+    _check_attention(implementation, "multihead_attention", MULTIHEAD_INPUTS, "multihead", dtype, device)
 
 
 @clause("GOLD-MULTIHEAD")
 @needs("multihead_attention.causal", "seed_shapes")
 def test_causal_multihead_attention(implementation, device, dtype):
-    args = inputs(dtype, device, *MULTIHEAD_INPUTS)
-    _check_attention(implementation, "multihead_attention", args, "multihead", dtype, causal=True)
+    names = MULTIHEAD_INPUTS
+    _check_attention(implementation, "multihead_attention", names, "multihead", dtype, device, causal=True)
 
 
 @clause("GOLD-MULTIHEAD")
 @needs("multihead_attention_concat", "noncausal", "seed_shapes")
 def test_multihead_concat(implementation, device, dtype):
-    args = inputs(dtype, device, *MULTIHEAD_INPUTS)
-    _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype)
+    names = MULTIHEAD_INPUTS
+    _check_attention(implementation, "multihead_attention_concat", names, "multihead", dtype, device)
 
 
 @clause("GOLD-MULTIHEAD")
 @needs("multihead_attention_concat.w_o", "noncausal", "seed_shapes")
 def test_multihead_concat_output_projection(implementation, device, dtype):
-    args = inputs(dtype, device, *MULTIHEAD_INPUTS, "multihead/w_o")
-    _check_attention(implementation, "multihead_attention_concat", args, "multihead", dtype, concat_w_o=True)
+    names = (*MULTIHEAD_INPUTS, "multihead/w_o")
+    _check_attention(implementation, "multihead_attention_concat", names, "multihead", dtype, device, concat_w_o=True)
 
 
 CROSS_INPUTS = ("embedding/x", "cross/x_kv", "projection/w_q", "projection/w_k", "projection/w_v")
@@ -178,11 +199,11 @@ CROSS_INPUTS = ("embedding/x", "cross/x_kv", "projection/w_q", "projection/w_k",
 @clause("GOLD-CROSS")
 @needs("cross_attention", "noncausal", "seed_shapes")
 def test_cross_attention(implementation, device, dtype):
-    _check_attention(implementation, "cross_attention", inputs(dtype, device, *CROSS_INPUTS), "cross", dtype)
+    _check_attention(implementation, "cross_attention", CROSS_INPUTS, "cross", dtype, device)
 
 
 @clause("GOLD-CROSS")
 @needs("cross_attention.causal", "seed_shapes")
 def test_causal_cross_attention(implementation, device, dtype):
-    args = inputs(dtype, device, *CROSS_INPUTS)
-    _check_attention(implementation, "cross_attention", args, "cross", dtype, causal=True)
+    names = CROSS_INPUTS
+    _check_attention(implementation, "cross_attention", names, "cross", dtype, device, causal=True)

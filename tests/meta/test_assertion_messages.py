@@ -26,6 +26,7 @@ from conformance.judge.assertions import (
     check_shape,
     matches,
 )
+from conformance.judge import rounding
 from conformance.judge.tolerance import Expected, expected, max_abs_error
 from tests.meta import mentions, numbers_in
 
@@ -33,9 +34,14 @@ REFERENCE = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64
 WHERE = "self_attention in float32 on Problem(n_q=2)"
 
 
+def bound_of(reference: torch.Tensor, per_element: float = 1e-7) -> rounding.Bounded:
+    """A derived bound made by hand: `per_element` everywhere."""
+    return rounding.Bounded(reference, torch.full_like(reference, per_element))
+
+
 def float32_context() -> Expected:
-    """The float64 reference with a plain float32 computation of it as the baseline."""
-    return expected("context", REFERENCE, REFERENCE.float(), "float32", scale=1.0)
+    """The float64 reference with a hand-made derived bound and a plain float32 computation as the baseline."""
+    return expected("context", REFERENCE, REFERENCE.float(), "float32", bound_of(REFERENCE))
 
 
 def failure(call, *args, **kwargs) -> str:
@@ -70,11 +76,25 @@ def test_passing_inputs_raise_nothing():
 
 def test_a_result_just_inside_the_allowance_passes_and_just_outside_fails():
     target = float32_context()
-    inside = wrong_at(REFERENCE, (1, 2), 0.6 + 0.9 * target.allowed)
-    outside = wrong_at(REFERENCE, (1, 2), 0.6 + 1.1 * target.allowed)
+    here = target.allowance[1, 2].item()
+    inside = wrong_at(REFERENCE, (1, 2), 0.6 + 0.9 * here)
+    outside = wrong_at(REFERENCE, (1, 2), 0.6 + 1.1 * here)
     assert_matches(inside, target)
     assert matches(inside, target) and not matches(outside, target)
     assert "[1, 2]" in failure(assert_matches, outside, target)
+
+
+def test_each_element_is_judged_by_its_own_allowance():
+    """A large allowance on one row excuses nothing on another: the error at [0, 0], below the largest
+    allowance but above its own, fails and is the element named."""
+    reference = torch.zeros(2, 3, dtype=torch.float64)
+    allowance = torch.tensor([[1e-7] * 3, [1e-3] * 3], dtype=torch.float64)
+    target = expected("context", reference, reference.clone(), "float32", rounding.Bounded(reference, allowance))
+    actual = wrong_at(reference, (0, 0), 1e-5)
+    assert 1e-5 < target.allowed
+    message = failure(assert_matches, actual, target)
+    assert "context[0, 0]" in message and mentions(message, 1e-5) and "1 of 6 elements" in message
+    assert_matches(wrong_at(reference, (1, 0), 1e-5), target)
 
 
 # --- assert_matches --------------------------------------------------------------------------------------------
@@ -88,8 +108,10 @@ def test_assert_matches_names_index_values_error_and_allowance(dtype):
     assert "context[1, 2]" in message  # the output and where in it
     assert mentions(message, 0.7) and mentions(message, 0.6)  # what it is, what it should be
     assert mentions(message, max_abs_error(actual, REFERENCE))  # the error
-    assert "float32 allows" in message and mentions(message, target.allowed)  # the allowance ...
-    assert mentions(message, target.baseline_error) and mentions(message, target.floor)  # ... and its parts
+    here = target.allowance[1, 2].item()
+    assert "float32 allows" in message and mentions(message, here)  # the allowance of that element ...
+    assert mentions(message, target.derived[1, 2].item())  # ... and its parts: the derived bound,
+    assert mentions(message, target.baseline[1, 2].item()) and "error analysis" in message  # the baseline
     assert "float64 reference" in message  # what it was compared with
     assert WHERE in message  # the call and problem
 
@@ -97,7 +119,7 @@ def test_assert_matches_names_index_values_error_and_allowance(dtype):
 def test_assert_matches_names_the_largest_error_in_row_major_order():
     """Of two wrong elements the worse one is named, with its index counted like the tensor's (row-major)."""
     reference = torch.arange(24, dtype=torch.float64).reshape(2, 3, 4) / 10
-    target = expected("weights", reference, reference.float(), "float32", scale=1.0)
+    target = expected("weights", reference, reference.float(), "float32", bound_of(reference))
     actual = reference.clone()
     actual[0, 2, 1] += 0.01
     actual[1, 0, 3] += 0.5
@@ -108,7 +130,8 @@ def test_assert_matches_names_the_largest_error_in_row_major_order():
 
 
 def test_assert_matches_explains_the_largest_of_several_summation_orders():
-    target = expected("context", REFERENCE, [REFERENCE.float(), REFERENCE.float().flip(0).flip(0)], "float32", 1.0)
+    target = expected("context", REFERENCE, [REFERENCE.float(), REFERENCE.float().flip(0).flip(0)], "float32",
+                      bound_of(REFERENCE))
     assert target.orders == 2
     message = failure(assert_matches, wrong_at(REFERENCE, (0, 1), 1.0), target)
     assert "2 summation orders" in message
@@ -138,8 +161,8 @@ def test_a_lower_precision_result_is_judged_by_the_allowance_of_the_expected_dty
     target = float32_context()
     actual = REFERENCE.half()
     message = failure(assert_matches, actual, target)
-    assert "float32 allows" in message and mentions(message, target.allowed)
-    assert mentions(message, max_abs_error(actual, REFERENCE))
+    assert "float32 allows" in message
+    assert any(mentions(message, e) for e in (actual.double() - REFERENCE).abs().flatten().tolist())
     assert not matches(actual, target)
 
 
@@ -222,6 +245,13 @@ def test_rows_stochastic_checks_only_the_selected_rows_sums():
     message = failure(assert_rows_stochastic, weights, 1e-9, rows=torch.tensor([True, False, True]))
     assert "row [2]" in message and mentions(message, 0.6)
     assert_rows_stochastic(torch.zeros(0, 3), 1e-9)  # no rows: nothing to check
+
+
+def test_rows_stochastic_takes_an_allowance_per_row():
+    weights = torch.tensor([[0.5, 0.5 + 1e-4], [0.5, 0.5 + 1e-6]], dtype=torch.float64)
+    assert_rows_stochastic(weights, torch.tensor([2e-4, 2e-6], dtype=torch.float64))
+    message = failure(assert_rows_stochastic, weights, torch.tensor([2e-4, 5e-7], dtype=torch.float64))
+    assert "row [1]" in message and mentions(message, 5e-7)
 
 
 def test_rows_stochastic_shows_a_near_miss():

@@ -1,15 +1,15 @@
-"""Pins the tolerance policy of conformance/judge/tolerance.py and the way it explains itself.
+"""Pins the tolerance policy of conformance/judge/tolerance.py and rounding.py, and the way it explains itself.
 
-Every accuracy verdict rests on `allowed = factor[dtype] × baseline_error + floor` (spec/clauses.toml,
-[tolerance]), and every accuracy failure ends with its explanation ("float32 allows 4 × 2.4e-08 (error of
-a plain float32 reference) + 1.9e-06 (floor) = 2e-06"). These tests read factors and floor_ulps from the
-spec (never from a copy), and check: the allowance is that formula and grows with the baseline's error;
-the explanation carries each of its terms; lower precision is allowed more (float64 < float32 < float16,
-bfloat16), on a bound computed from a real plain computation, not just on the constants; the floor
-keeps a zero baseline from demanding perfection; the baseline is the largest over the summation orders
-given, and an overflowing baseline discards the example (OutOfRange); token_orders / permute_tokens /
-restore_tokens give the same computation in another order and put it back, and a causal problem keeps
-its one order because permuting its tokens changes the result.
+Every accuracy verdict rests on a per-element allowance: max(derived, factor[dtype] × baseline), where
+`derived` is the error analysis of the computation (spec/clauses.toml, [tolerance]) and `baseline` the error
+of a plain same-dtype reference at that element. These tests read the model's parameters from the spec (never
+from a copy) and check, on small cases worked by hand: β(N) is the smaller of the worst-case γ_N and the
+probabilistic bound with λ for the spec's failure probability; half precision accumulates in float32; a
+product's bound is the sum of its own rounding and the errors carried in; the softmax's bound is what its
+derivation says on a two-key row; the float64 reference's share is added; the allowance is the larger of
+the two per element and explains both; lower precision is allowed more on a real computation; the baseline
+is the largest over the orders given and an overflowing one discards the example; and the token orders give
+the same computation in another order (a causal problem keeps its one order).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pytest
 import torch
 
 import spec
+from conformance.judge import rounding
 from conformance.judge.capabilities import DTYPES
 from conformance.judge.tolerance import (
     Expected,
     OutOfRange,
-    dot_scale,
     expected,
     max_abs_error,
     permute_tokens,
@@ -34,11 +34,9 @@ from conformance.judge.tolerance import (
 from tests.meta import mentions
 
 POLICY = spec.load().tolerance
+MODEL = spec.load().rounding
 REFERENCE = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
-
-
-def floor_of(dtype: str, scale: float) -> float:
-    return POLICY[dtype].floor_ulps * torch.finfo(DTYPES[dtype]).eps * scale
+U = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 
 
 def attention(x: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,59 +49,147 @@ def attention(x: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor
     return weights @ x, weights
 
 
-def plain_softmax_allowance(dtype: str) -> float:
-    """The allowance for softmax weights computed plainly in `dtype` on fixed scores."""
+def softmax_allowance(dtype: str) -> float:
+    """The largest allowance for softmax weights on fixed scores, with a plain computation as the baseline."""
     scores = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
     reference = torch.softmax(scores, dim=-1)
     baseline = torch.softmax(scores.to(DTYPES[dtype]), dim=-1)
-    return expected("weights", reference, baseline, dtype, scale=1 + scores.abs().max().item()).allowed
+    _, bound = rounding.weights_of(rounding.given(scores), 1.0, None, rounding.arithmetic(dtype))
+    return expected("weights", reference, baseline, dtype, bound).allowed
 
 
-def test_the_spec_has_a_policy_for_every_dtype_the_suite_checks():
+def test_the_spec_has_a_policy_for_every_dtype_and_a_model():
     assert set(POLICY) == set(DTYPES)
     for policy in POLICY.values():
-        assert policy.factor >= 1 and policy.floor_ulps > 0
+        assert policy.factor >= 1
+    assert 0 < MODEL.failure_probability <= 1e-6
+    assert MODEL.extra_roundings >= 0 and MODEL.online_roundings >= 0 and MODEL.function_ulps >= 0.5
+    assert MODEL.accumulation == {"float16": "float32", "bfloat16": "float32"}
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_allowance_is_factor_times_baseline_plus_floor(dtype):
-    target = Expected("context", REFERENCE, dtype, baseline_error=3e-3, scale=2.5)
-    assert target.factor == POLICY[dtype].factor
-    assert target.floor == pytest.approx(floor_of(dtype, 2.5), rel=1e-12)
-    assert target.allowed == pytest.approx(POLICY[dtype].factor * 3e-3 + floor_of(dtype, 2.5), rel=1e-12)
+def test_unit_roundoffs_and_accumulation(dtype):
+    a = rounding.arithmetic(dtype)
+    assert a.u == U[dtype] == torch.finfo(DTYPES[dtype]).eps / 2
+    assert a.u_acc == (U["float32"] if dtype in ("float16", "bfloat16") else U[dtype])
+    assert a.tiny == torch.finfo(DTYPES[dtype]).tiny
+
+
+def test_lambda_gives_the_failure_probability():
+    """Higham and Mary: the bound fails with probability at most 2N·exp(−λ²(1 − u)²/2)."""
+    a = rounding.arithmetic("float32")
+    for n in (1, 100, 10 ** 6):
+        lam = a.lam(n)
+        assert 2 * n * math.exp(-(lam * (1 - a.u_acc)) ** 2 / 2) == pytest.approx(MODEL.failure_probability, rel=1e-9)
+
+
+def test_beta_is_the_smaller_of_the_worst_case_and_the_probabilistic_bound():
+    a = rounding.arithmetic("float32")
+    u = a.u_acc
+    for n in (1, 10, 64, 1000, 26_244, 10 ** 7):
+        worst = n * u / (1 - n * u)
+        probable = math.exp(a.lam(n) * math.sqrt(n) * u + n * u * u / (1 - u)) - 1
+        assert a.beta(n) == pytest.approx(min(worst, probable), rel=1e-12)
+    assert a.beta(4) == pytest.approx(4 * u / (1 - 4 * u))  # short sums: the worst case is smaller
+    assert a.beta(10 ** 6) < 0.01 * 10 ** 6 * u  # long ones: √N, not N
+    assert rounding.arithmetic("bfloat16").beta(10 ** 6) == a.beta(10 ** 6)  # accumulated in float32
+
+
+def test_the_terms_of_a_sum_include_the_extra_and_online_roundings():
+    a = rounding.arithmetic("float32")
+    assert a.terms(10) == 10 + MODEL.extra_roundings
+    assert a.terms(10, over_keys=True) == (1 + MODEL.online_roundings) * 10 + MODEL.extra_roundings
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_dot_product_bound_worked_by_hand(dtype):
+    """x·w = 1·3 + (−2)·4 = −5: rounding acts on Σ|terms| = 11, not on |−5|; the inputs' own errors carry."""
+    a = rounding.arithmetic(dtype)
+    x = rounding.Bounded(torch.tensor([[1.0, -2.0]], dtype=torch.float64), torch.tensor([[1e-3, 0.0]], dtype=torch.float64))
+    w = rounding.given(torch.tensor([[3.0, 4.0]], dtype=torch.float64))
+    out = rounding.contract("nd,od->no", x, w, 2, a)
+    assert out.value.item() == -5.0
+    own = a.beta(2 + MODEL.extra_roundings) * 11 + 2 * a.tiny_acc + a.u * 5 + a.tiny
+    if dtype == "bfloat16":  # each product may be rounded to bfloat16 before the float32 sum
+        own += min(a.u * 11, a.lam(2) * a.u * math.sqrt(1 * 9 + 4 * 16))
+    assert out.step.local.item() == pytest.approx(own, rel=1e-12)
+    assert out.error.item() == pytest.approx(own + 3e-3, rel=1e-12)  # + |1e-3 · 3|
+    assert out.step.magnitude.item() == 11.0 and out.step.what == "a sum of 2 terms"
+
+
+def test_a_softmax_bound_worked_by_hand():
+    """Two equal scores: w = ½ each, z = 0, range 0; each p = 1 with the function's error; the row sum 2 with a
+    sum over the keys' rounding; w's bound is (E_p + w·E_l)/(l − E_l) plus the division's 2u."""
+    a = rounding.arithmetic("float32")
+    s = rounding.Bounded(torch.zeros(1, 2, dtype=torch.float64), torch.full((1, 2), 1e-6, dtype=torch.float64))
+    w = rounding.softmax(s, None, a)
+    assert torch.equal(w.value, torch.full((1, 2), 0.5, dtype=torch.float64))
+    argument = 2e-6 + a.u * math.log(2)  # its own error, the row's largest (the maximum), log l rounded
+    growth = math.expm1(argument) * (1 + a.function) * (1 + a.u) + a.function + a.u
+    p_error = growth + a.tiny
+    l_error = 2 * p_error + a.beta(a.terms(2, over_keys=True)) * 2 + 2 * a.tiny_acc
+    expected_error = (p_error + 0.5 * l_error) / (2 - l_error) + 2 * a.u * 0.5 + a.tiny
+    assert w.error[0, 0].item() == pytest.approx(expected_error, rel=1e-12)
+
+
+def test_masked_weights_are_exact_and_their_bounds_zero():
+    a = rounding.arithmetic("float32")
+    keep = torch.tensor([[True, False], [False, False]])
+    w = rounding.softmax(rounding.given(torch.randn(2, 2, dtype=torch.float64)), keep, a)
+    assert w.value.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert w.error[0, 1].item() == 0.0 and w.error[1].tolist() == [0.0, 0.0]  # a hidden key, an empty row
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_explanation_names_dtype_factor_baseline_floor_and_total(dtype):
-    target = Expected("context", REFERENCE, dtype, baseline_error=3.7e-5, scale=4.0)
-    text = target.explain()
-    assert text.startswith(f"{dtype} allows")
-    assert mentions(text, target.factor) and "×" in text
-    assert mentions(text, 3.7e-5) and f"(error of a plain {dtype} reference)" in text
-    assert mentions(text, target.floor) and "(floor)" in text
-    assert mentions(text, target.allowed)
-    assert text.index("(floor)") < text.rindex("=")  # the total comes last
+def test_the_references_own_share_is_added(dtype):
+    bound = rounding.Bounded(REFERENCE, torch.full_like(REFERENCE, 1e-6))
+    target = expected("context", REFERENCE, REFERENCE.clone(), dtype, bound)
+    share = U["float64"] / rounding.arithmetic(dtype).u_acc
+    assert target.derived.max().item() == pytest.approx(1e-6 * (1 + share), rel=1e-12)
+    if dtype == "float64":
+        assert share == 1.0  # a float64 result and its float64 reference round alike
+
+
+def test_the_allowance_is_the_larger_of_derived_and_factor_times_baseline_per_element():
+    bound = rounding.Bounded(REFERENCE, torch.full_like(REFERENCE, 1e-6))
+    baseline = REFERENCE.clone()
+    baseline[0, 0] += 1e-3  # one element where the plain reference was far off
+    target = expected("context", REFERENCE, baseline, "float32", bound)
+    assert target.allowance[0, 0].item() == pytest.approx(POLICY["float32"].factor * 1e-3, rel=1e-9)
+    assert target.allowance[2, 3].item() == pytest.approx(1e-6, rel=1e-6)  # the derived bound elsewhere
+    assert target.allowed == target.allowance.max().item()
+    assert target.baseline_error == pytest.approx(1e-3, rel=1e-9)
+
+
+def test_the_explanation_names_both_allowances_and_the_last_step():
+    a = rounding.arithmetic("float32")
+    x = rounding.given(torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    w = rounding.given(torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    bound = rounding.contract("nd,od->no", x, w, 5, a)
+    target = expected("projection", bound.value, bound.value.float(), "float32", bound)
+    text = target.explain(6)
+    assert text.startswith("float32 allows") and mentions(text, target.allowance.flatten()[6].item())
+    assert "error analysis" in text and "a sum of 5 terms" in text
+    assert mentions(text, bound.step.magnitude.flatten()[6].item())  # Σ|terms|
+    assert mentions(text, target.derived.flatten()[6].item())
+    assert mentions(text, target.factor) and "plain float32 reference" in text
+    assert "failure probability" in text
 
 
 def test_explanation_says_when_the_baseline_is_the_largest_of_several_orders():
-    text = Expected("context", REFERENCE, "float32", 1e-7, 1.0, orders=3).explain()
+    bound = rounding.given(REFERENCE)
+    text = expected("context", REFERENCE, [REFERENCE.float()] * 3, "float32", bound).explain()
     assert "largest error of a plain float32 reference in 3 summation orders" in text
-    assert "summation orders" not in Expected("context", REFERENCE, "float32", 1e-7, 1.0, orders=1).explain()
+    assert "summation orders" not in expected("context", REFERENCE, REFERENCE.float(), "float32", bound).explain()
 
 
-def test_allowance_grows_with_the_baselines_error():
-    allowed = [expected("context", REFERENCE, REFERENCE + error, "float32", 1.0).allowed
-               for error in (0.0, 1e-7, 1e-5, 1e-3)]
-    assert allowed == sorted(allowed) and len(set(allowed)) == len(allowed)
-    assert allowed[-1] - allowed[-2] == pytest.approx(POLICY["float32"].factor * (1e-3 - 1e-5), rel=1e-6)
-
-
-def test_the_baseline_is_the_largest_error_over_the_orders_given():
-    lucky, unlucky = REFERENCE + 1e-8, REFERENCE + 1e-6
-    target = expected("context", REFERENCE, [lucky, unlucky, lucky], "float32", 1.0)
+def test_the_baseline_is_the_largest_error_over_the_orders_given_per_element():
+    lucky, unlucky = REFERENCE + 1e-8, REFERENCE.clone()
+    unlucky[1, 1] += 1e-6
+    target = expected("context", REFERENCE, [lucky, unlucky, lucky], "float32", rounding.given(REFERENCE))
     assert target.orders == 3
-    assert target.baseline_error == pytest.approx(max_abs_error(unlucky, REFERENCE))
-    assert expected("context", REFERENCE, lucky, "float32", 1.0).orders == 1
+    assert target.baseline[1, 1].item() == pytest.approx(1e-6, rel=1e-6)
+    assert target.baseline[0, 0].item() == pytest.approx(1e-8, rel=1e-6)
 
 
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
@@ -111,7 +197,7 @@ def test_an_overflowing_baseline_discards_the_example(bad):
     baseline = REFERENCE.clone()
     baseline[2, 3] = bad
     with pytest.raises(OutOfRange, match="float16"):
-        expected("scores", REFERENCE, [REFERENCE, baseline], "float16", 1.0)
+        expected("scores", REFERENCE, [REFERENCE, baseline], "float16", rounding.given(REFERENCE))
 
 
 def test_max_abs_error():
@@ -122,29 +208,17 @@ def test_max_abs_error():
 
 
 def test_float64_is_tighter_than_float32_and_float32_than_the_half_precisions():
-    """On one real input, each dtype's plain computation and floor give the bound it is judged by."""
-    allowed = {dtype: plain_softmax_allowance(dtype) for dtype in DTYPES}
-    assert allowed["float64"] < allowed["float32"] < allowed["float16"]
-    assert allowed["float32"] < allowed["bfloat16"]
-    for dtype in DTYPES:  # and on the floor alone, at one scale
-        assert floor_of("float64", 1.0) <= floor_of(dtype, 1.0)
-    assert floor_of("float32", 1.0) < min(floor_of("float16", 1.0), floor_of("bfloat16", 1.0))
+    """On one real input, each dtype's bound is what its unit roundoff makes it."""
+    allowed = {dtype: softmax_allowance(dtype) for dtype in DTYPES}
+    assert allowed["float64"] < allowed["float32"] < allowed["float16"] < allowed["bfloat16"]
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
-def test_the_floor_keeps_an_exact_baseline_from_demanding_perfection(dtype):
-    exact = expected("weights", REFERENCE, REFERENCE.clone(), dtype, scale=3.0)
-    assert exact.baseline_error == 0.0
-    assert exact.allowed == exact.floor > 0
-    assert exact.floor == pytest.approx(3 * Expected("weights", REFERENCE, dtype, 0.0, 1.0).floor)  # ∝ scale
-    assert "(floor)" in exact.explain() and mentions(exact.explain(), exact.floor)
-
-
-def test_dot_scale_is_the_largest_sum_of_absolute_products():
-    a = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
-    b = torch.tensor([[3.0, 4.0], [-1.0, 1.0]], dtype=torch.float64)
-    assert dot_scale(a, b) == 1 * 3 + 2 * 4  # not |1·3 - 2·4| = 5: rounding acts on the terms
-    assert dot_scale(a, b[:0]) == 0.0
+def test_an_exact_baseline_does_not_demand_perfection():
+    """Where the plain reference happens to be exact, the derived bound still allows the dtype's rounding."""
+    x = rounding.given(torch.tensor([[0.1, 0.7]], dtype=torch.float64))
+    bound = rounding.contract("nd,od->no", x, x, 2, rounding.arithmetic("float32"))
+    target = expected("scores", bound.value, bound.value.clone(), "float32", bound)
+    assert target.baseline_error == 0.0 and target.allowed > 0.5 * 2 ** -24 * 0.5
 
 
 # --- summation orders ------------------------------------------------------------------------------------------
