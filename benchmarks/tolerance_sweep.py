@@ -119,6 +119,19 @@ def ratios(actual: torch.Tensor, expected) -> tuple[float, float]:
     return over, derived
 
 
+def tally(tallies, name: str, out, target, where: str) -> None:
+    """Both outputs of a correct implementation's call into its tallies."""
+    tallies[(name, "context")].add(*ratios(out.context, target.context), where)
+    if out.weights is not None:
+        tallies[(name, "weights")].add(*ratios(out.weights, target.weights), where)
+
+
+def worst(out, target) -> float:
+    """A mutant's largest error / allowance over both outputs of its call."""
+    ratio = ratios(out.context, target.context)[0]
+    return ratio if out.weights is None else max(ratio, ratios(out.weights, target.weights)[0])
+
+
 def length(rng: random.Random) -> int:
     band = rng.random()
     if band < 0.3:
@@ -222,9 +235,7 @@ def judge_pipeline(rng: random.Random, correct, wrong, tallies, mutants, with_gr
         if not usable(implementation, problem, dtype, function, causal):
             continue
         case, out = outputs(implementation)
-        tallies[(name, "context")].add(*ratios(out.context, target.context), where)
-        if out.weights is not None:
-            tallies[(name, "weights")].add(*ratios(out.weights, target.weights), where)
+        tally(tallies, name, out, target, where)
         if with_gradients and problem.kind in GRADIENT_KINDS and implementation.claims("autograd"):
             from conformance.tests.test_numerics import gradient_expectations
 
@@ -244,10 +255,7 @@ def judge_pipeline(rng: random.Random, correct, wrong, tallies, mutants, with_gr
         except ImplementationError:
             mutants[name].raised += 1
             continue
-        ratio = ratios(out.context, target.context)[0]
-        if out.weights is not None:
-            ratio = max(ratio, ratios(out.weights, target.weights)[0])
-        mutants[name].add(ratio)
+        mutants[name].add(worst(out, target))
 
 
 def judge_kernel(rng: random.Random, correct, wrong, tallies, mutants, with_mutants: bool) -> None:
@@ -285,9 +293,7 @@ def judge_kernel(rng: random.Random, correct, wrong, tallies, mutants, with_muta
             out, target = run(implementation)
         except UnsatisfiedAssumption:
             return
-        tallies[(name, "context")].add(*ratios(out.context, target.context), where)
-        if out.weights is not None:
-            tallies[(name, "weights")].add(*ratios(out.weights, target.weights), where)
+        tally(tallies, name, out, target, where)
     if not with_mutants:
         return
     for name, implementation in wrong.items():
@@ -300,10 +306,7 @@ def judge_kernel(rng: random.Random, correct, wrong, tallies, mutants, with_muta
             continue
         except UnsatisfiedAssumption:
             return
-        ratio = ratios(out.context, target.context)[0]
-        if out.weights is not None:
-            ratio = max(ratio, ratios(out.weights, target.weights)[0])
-        mutants[name].add(ratio)
+        mutants[name].add(worst(out, target))
 
 
 def work(job: tuple[int, int, int, int]) -> tuple[dict, dict, int]:
