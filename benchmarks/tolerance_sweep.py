@@ -40,6 +40,7 @@ from hypothesis.errors import UnsatisfiedAssumption  # noqa: E402
 
 from conformance.judge import blocking  # noqa: E402
 from conformance.judge.adapter import Implementation, ImplementationError  # noqa: E402
+from conformance.judge.assertions import ClauseFailure  # noqa: E402
 from conformance.judge.cases import Case, KernelCase, fit_problem  # noqa: E402
 from conformance.judge.strategies import TILE_EDGES, Inputs, KernelProblem, Problem  # noqa: E402
 from conformance.teaching import mistakes  # noqa: E402
@@ -112,6 +113,8 @@ def ratios(actual: torch.Tensor, expected) -> tuple[float, float]:
     if tuple(actual.shape) != tuple(expected.reference.shape):
         return math.inf, math.inf
     error = (actual.detach().to("cpu", torch.float64) - expected.reference).abs().nan_to_num(nan=math.inf)
+    # as assert_matches: where the allowance passes the dtype's largest number, the dtype cannot compute it
+    error = error.masked_fill(expected.allowance >= torch.finfo(getattr(torch, expected.dtype)).max, 0.0)
     if error.numel() == 0:
         return 0.0, 0.0
     over = (error / expected.allowance.clamp(min=1e-300)).max().item()
@@ -245,6 +248,8 @@ def judge_pipeline(rng: random.Random, correct, wrong, tallies, mutants, with_gr
                     tallies[(name, f"d/d{grad_name}")].add(*ratios(grad, expected), where)
             except UnsatisfiedAssumption:
                 pass
+            except ClauseFailure as error:  # the gradient check itself rejected it (its forward pass): a rejection
+                tallies[(name, "gradients")].add(math.inf, math.inf, f"{where}: {str(error)[:300]}")
     if not with_mutants:
         return
     for name, implementation in wrong.items():
@@ -387,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{section:9} {name:26} {output:10} {t.examples:7,} {t.rejected:8} {t.worst:15.3g} "
               f"{t.worst_derived:15.3g}")
     print(f"\nrejections of correct implementations: {rejected}")
+    for (section, name, output), t in sorted(tallies.items()):
+        if t.rejected:
+            print(f"  REJECTED: {name} {output} ({t.rejected}), worst at {t.worst:.3g} on {t.where}")
     closest = sorted(tallies.items(), key=lambda kv: -kv[1].worst)[:3]
     for (section, name, output), t in closest:
         print(f"  closest: {name} {output} at {t.worst:.3g} of its allowance on {t.where}")

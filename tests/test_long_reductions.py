@@ -81,3 +81,12 @@ def test_long_reductions_keep_correct_results_within_the_policy(implementation, 
         blocking.begin("NUM-GRADIENTS")
         for problem in long_problems():
             check_gradients(Case(implementation, problem, dtype, "cpu"))
+
+
+def test_a_float16_gradient_that_overflows_where_float16_cannot_compute_it_is_not_rejected():
+    """Found by benchmarks/tolerance_sweep.py: the log-sum-exp variant's float16 d(context)/d(w_k) on scores of 1e4
+    overflows to inf where the analysis allows 1e8 (beyond float16's 65504): the dtype cannot compute it."""
+    blocking.begin("NUM-GRADIENTS")
+    problem = Problem("cross", (), 1000, 5, 4, 2, 2, 2, 1, None, 4.0, 10000.0, 610882069)
+    check_gradients(Case(Implementation.load("tests.variants.correct.logsumexp", in_process=True), problem, "float16",
+                         "cpu"))

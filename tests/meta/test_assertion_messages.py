@@ -291,3 +291,13 @@ def test_exactly_zero_reports_weights_of_the_wrong_shape():
     future = torch.ones(2, 2, dtype=torch.bool).triu(1)
     message = failure(assert_exactly_zero, torch.zeros(2, 3), future, "future keys")
     assert "(2, 3)" in message
+
+
+def test_an_element_beyond_the_dtypes_range_is_not_held_to_anything():
+    """Where the analysis allows more than float16's largest number (a backward pass on scores of 1e4), float16
+    cannot compute the element: inf there is within it; inf where the allowance is finite still fails."""
+    reference = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    allowance = torch.tensor([[1e-3, 1e9]], dtype=torch.float64)
+    target = expected("gradient", reference, reference.clone(), "float16", rounding.Bounded(reference, allowance))
+    assert_matches(torch.tensor([[1.0, math.inf]], dtype=torch.float16), target)
+    assert "gradient[0, 0]" in failure(assert_matches, torch.tensor([[math.inf, 2.0]], dtype=torch.float16), target)
