@@ -50,9 +50,6 @@ FUNCTION_OF = {
 }
 
 
-_ROUNDED = ("float64", "float32", "float16", "bfloat16")  # the dtypes the error analysis models
-
-
 def fit_problem(problem, implementation: Implementation):
     """A drawn problem within what the implementation declares: without batch dimensions when it does not
     claim batching, and within its shape constraints (equal head widths, d_in = h·d_k, a longest sequence).
@@ -671,7 +668,7 @@ def fitted_weights_scale(
     observed = weights.detach().to("cpu", torch.float64)
     implied = implied_scale(observed, s64)  # masked weights are 0 and do not enter
     dtype = str(scores.dtype).removeprefix("torch.")
-    bound = (lambda a: weights_bound(s64, d_k, dtype, causal, m_, a).error) if dtype in _ROUNDED else None
+    bound = (lambda a: weights_bound(s64, d_k, dtype, causal, m_, a).error) if dtype in DTYPES else None
     fit = fit_scale(lambda a: oracle.weights(s64, d_k, causal, m_, a), observed, 1 / math.sqrt(d_k), (implied,),
                     bound)
     return None if fit is None else fit[0]
@@ -814,11 +811,3 @@ def exercise(implementation: Implementation, problem: Problem, dtype: str, devic
         except ImplementationError as error:
             calls.append(Call(function, (), implementation.last_call, str(error)))
     return calls
-
-
-def returned(calls: list[Call]) -> list[Call]:
-    """The calls that returned; fails the test when none did (there is nothing to check then)."""
-    good = [c for c in calls if not c.error]
-    if calls and not good:
-        raise ImplementationError(f"no function returned a result; {calls[0].error}")
-    return good

@@ -44,6 +44,7 @@ class Arithmetic:
     """The floating-point arithmetic of a correct implementation in `dtype`, as the policy models it."""
 
     dtype: str
+    accumulation: str  # the dtype its sums accumulate in
     u: float  # unit roundoff of the stored results
     u_acc: float  # unit roundoff of the accumulation (float32 for half precision)
     tiny: float  # smallest normal number of the stored dtype (underflow, flush to zero)
@@ -84,7 +85,7 @@ class Arithmetic:
 def arithmetic(dtype: str) -> Arithmetic:
     policy = spec.load().rounding
     accumulation = policy.accumulation.get(dtype, dtype)
-    return Arithmetic(dtype, _UNIT[dtype], _UNIT[accumulation], _TINY[dtype], _TINY[accumulation],
+    return Arithmetic(dtype, accumulation, _UNIT[dtype], _UNIT[accumulation], _TINY[dtype], _TINY[accumulation],
                       policy.failure_probability, policy.extra_roundings, policy.online_roundings,
                       policy.function_ulps)
 
@@ -96,7 +97,6 @@ class Step:
     what: str  # "a sum of 162 terms"
     magnitude: Tensor  # Σ|terms| per element
     local: Tensor  # the step's own rounding allowance per element
-    factor: float  # β(N') of the sum (0 for an elementwise step)
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,7 @@ class Bounded:
         """The same tensors rearranged (transpose, index, expand): errors move with their elements."""
         step = self.step
         if step is not None:
-            step = Step(step.what, f(step.magnitude.expand_as(self.value)), f(step.local.expand_as(self.value)),
-                        step.factor)
+            step = Step(step.what, f(step.magnitude.expand_as(self.value)), f(step.local.expand_as(self.value)))
         return Bounded(f(self.value), f(self.error), step)
 
 
@@ -145,21 +144,20 @@ def contract(equation: str, x: Bounded, y: Bounded, n: int, a: Arithmetic, over_
     factor = a.beta(a.terms(n, over_keys))
     squares = torch.einsum(equation, x.value ** 2, y.value ** 2) if a.u > a.u_acc else None
     local = factor * magnitude + _terms_stored(magnitude, a, n, squares) + n * a.tiny_acc + _stored(value, a)
-    return Bounded(value, carried + local, Step(f"a sum of {n:,} terms", magnitude, local, factor))
+    return Bounded(value, carried + local, Step(f"a sum of {n:,} terms", magnitude, local))
 
 
 def add(x: Bounded, y: Bounded, a: Arithmetic) -> Bounded:
     value = x.value + y.value
     local = a.u * (x.value.abs() + y.value.abs()) + a.tiny
-    return Bounded(value, x.error + y.error + local, Step("a sum of 2 terms", x.value.abs() + y.value.abs(), local,
-                                                          a.u))
+    return Bounded(value, x.error + y.error + local, Step("a sum of 2 terms", x.value.abs() + y.value.abs(), local))
 
 
 def scale(x: Bounded, alpha: float, a: Arithmetic) -> Bounded:
     """x·α with α rounded to the dtype first (or applied as a division by √d_k: two roundings either way)."""
     value = x.value * alpha
     local = 2 * a.u * value.abs() + a.tiny
-    return Bounded(value, abs(alpha) * x.error + local, Step("a scaling", value.abs(), local, 0.0))
+    return Bounded(value, abs(alpha) * x.error + local, Step("a scaling", value.abs(), local))
 
 
 def softcap(x: Bounded, cap: float, a: Arithmetic) -> Bounded:
@@ -168,7 +166,7 @@ def softcap(x: Bounded, cap: float, a: Arithmetic) -> Bounded:
     value = cap * torch.tanh(inner)
     slope = 1 - torch.tanh(inner) ** 2
     local = slope * a.u * x.value.abs() + (a.function + 2 * a.u) * value.abs() + a.tiny
-    return Bounded(value, slope * x.error + local, Step("a softcap", value.abs(), local, 0.0))
+    return Bounded(value, slope * x.error + local, Step("a softcap", value.abs(), local))
 
 
 def bias(x: Bounded, b: Tensor, a: Arithmetic, computed: bool) -> Bounded:
@@ -217,7 +215,7 @@ def softmax(s: Bounded, keep: Tensor | None, a: Arithmetic, dim: int = -1) -> Bo
     if keep is not None:
         w_error = w_error.masked_fill(~keep, 0.0)
     local = w * (factor + 2 * a.u) + a.tiny
-    return Bounded(w, w_error, Step(f"a softmax over {n:,} keys", w, local, factor))
+    return Bounded(w, w_error, Step(f"a softmax over {n:,} keys", w, local))
 
 
 def zero(x: Bounded, where: Tensor) -> Bounded:
@@ -327,7 +325,7 @@ def softmax_backward(f: Forward, dw: Bounded, a: Arithmetic) -> Bounded:
     error = w.value.abs() * y_error + w.error * y_value.abs() + w.error * y_error + 2 * a.u * (
         w.value.abs() * (dw.value.abs() + d_value.abs())) + a.tiny
     return Bounded(value, error, Step("the softmax's backward pass", w.value.abs() * (dw.value.abs() + d_value.abs()),
-                                      error, 2 * a.u))
+                                      error))
 
 
 def _with_other_row_term(ds: Bounded, f: Forward, g: Bounded, a: Arithmetic) -> Bounded:
@@ -395,7 +393,7 @@ def gradients(x_q: Tensor, x_kv: Tensor | None, w_q: Tensor, w_k: Tensor, w_v: T
             carried = c_ if carried is None else carried + c_
         factor = a.beta(a.terms(n))
         local = factor * magnitude + _terms_stored(magnitude, a, n) + n * a.tiny_acc + _stored(value, a)
-        out = Bounded(value, carried + local, Step(f"a sum of {n:,} terms", magnitude, local, factor))
+        out = Bounded(value, carried + local, Step(f"a sum of {n:,} terms", magnitude, local))
         return out.map(lambda t: t.expand(shape)) if tuple(out.value.shape) != tuple(shape) else out
 
     if same:

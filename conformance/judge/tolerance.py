@@ -97,12 +97,9 @@ class Expected:
         magnitude = self.step.magnitude.expand(shape).flatten()[flat].item()
         derived = self.derived.expand(shape).flatten()[flat].item() / (1 + a.reference_share)
         carried = max(derived - local, 0.0)
-        accumulation = f", accumulated in {_UNIT_NAME[a.u_acc]}" if a.u_acc != a.u else ""
+        accumulation = f", accumulated in {a.accumulation}" if a.accumulation != a.dtype else ""
         return (f"{self.step.what} with Σ|terms| = {magnitude:.3g} in {self.dtype}{accumulation}: {local:.2g} of its "
                 f"own rounding, {carried:.2g} carried from the steps before it; {odds}")
-
-
-_UNIT_NAME = {2.0 ** -24: "float32", 2.0 ** -53: "float64"}
 
 
 def expected(name: str, reference: Tensor, baseline: Tensor | Sequence[Tensor], dtype: str,
